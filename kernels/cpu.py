@@ -1,0 +1,356 @@
+"""Hand-written Numba CPU kernels for linear regression.
+
+Shapes (one vocabulary for every kernel in this package)::
+
+    X   (n_samples, n_features)   data, float32 or float64, any memory layout
+    Y   (n_samples, n_outputs)    targets, same dtype as X
+    W   (n_outputs, n_features)   weights, as torch.nn.Linear stores them
+    b   (n_outputs,)              bias
+    P   (n_samples, n_outputs)    predictions
+    dW, db                        gradients, shaped like W and b
+
+Formulas (DESIGN.md section 1; the loss is exactly the seeds' ``mse``)::
+
+    P  = X @ W.T + b
+    R  = P - Y
+    L  = sum(R**2) / (n_samples * n_outputs)
+    dW = 2 / (n_samples * n_outputs) * R.T @ X
+    db = 2 / (n_samples * n_outputs) * R.sum(axis=0)
+
+Parallel strategy and why it is deterministic and race-free:
+
+* The rows are cut into ``n_chunks`` contiguous chunks whose size depends only
+  on ``n_samples`` (``chunking``), never on the thread count.
+* Each chunk owns one row of the partial-sum buffers (``loss_parts[c]``,
+  ``dW_parts[c]``, ``db_parts[c]``) and writes nothing else, so the
+  ``prange`` iterations share no output: no race, no atomics.
+* The partials are combined afterwards by one thread in chunk order 0, 1, ...,
+  so the floating-point summation order is fixed: results are bit-identical
+  for 1, 2 or 64 threads.
+* All accumulation is in float64 whatever the input dtype, so float32 data
+  keeps float64 accuracy in the loss and gradients at large n_samples.
+* Small problems (``n_samples * n_features * n_outputs < PARALLEL_MIN_WORK``)
+  walk the same chunks in a plain loop: a parallel-region launch costs ~2 us on
+  the omp/tbb threading layers but ~100 us on workqueue, more than a whole
+  5000x5 step. The chunking is the same, so the result is too.
+
+Kernels are private (``_name``) and write into preallocated outputs; the
+public wrappers at the bottom check shapes and dtypes and allocate scratch.
+Numba freezes module globals at compile time, so the tunables below are passed
+to the kernels as arguments: tests patch them small to exercise many chunks.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+__all__ = [
+    "CHUNK_ROWS",
+    "MAX_CHUNKS",
+    "PARALLEL_MIN_WORK",
+    "Workspace",
+    "chunking",
+    "gd",
+    "loss",
+    "loss_grad",
+    "predict",
+    "threading_layer",
+]
+
+#: Rows per chunk when n_samples is small enough that MAX_CHUNKS is not reached.
+#: 4096 rows x 32 float32 features is 512 KiB: a chunk streams through L2.
+CHUNK_ROWS = 4096
+#: Upper bound on the number of chunks, so the partial buffers stay small
+#: (MAX_CHUNKS * n_outputs * n_features float64) at any n_samples.
+MAX_CHUNKS = 256
+#: Below this many multiply-adds per pass the chunks are walked serially.
+PARALLEL_MIN_WORK = 1 << 18
+
+# "reassoc" lets LLVM vectorise the feature reductions; "contract" allows FMA.
+# Not "nnan"/"ninf" (or fastmath=True): they let LLVM delete NaN checks.
+_FASTMATH = {"reassoc", "contract"}
+_SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def chunking(n_samples: int, chunk_rows: int | None = None, max_chunks: int | None = None) -> tuple[int, int]:
+    """Return ``(rows_per_chunk, n_chunks)`` for ``n_samples`` rows.
+
+    Depends on n_samples and the two tunables only, never on the thread count:
+    that is what makes the reductions reproducible.
+    """
+    chunk_rows = CHUNK_ROWS if chunk_rows is None else chunk_rows
+    max_chunks = MAX_CHUNKS if max_chunks is None else max_chunks
+    rows = max(chunk_rows, math.ceil(n_samples / max_chunks), 1)
+    return rows, max(1, math.ceil(n_samples / rows))
+
+
+def threading_layer() -> str:
+    """Name of the Numba threading layer in use (runs a tiny parallel kernel if none ran yet)."""
+    try:
+        return numba.threading_layer()
+    except ValueError:  # no parallel kernel has run yet in this process
+        _predict(np.zeros((1, 1)), np.zeros((1, 1)), np.zeros(1), np.zeros((1, 1)), True, 1, 1)
+        return numba.threading_layer()
+
+
+# --------------------------------------------------------------------------- kernels
+
+
+@njit(cache=True, fastmath=_FASTMATH)
+def _predict_rows(X, W, b, out, start, stop):
+    n_outputs, n_features = W.shape
+    for i in range(start, stop):
+        for o in range(n_outputs):
+            acc = np.float64(b[o])
+            for f in range(n_features):
+                acc += np.float64(X[i, f]) * np.float64(W[o, f])
+            out[i, o] = acc
+
+
+@njit(cache=True, fastmath=_FASTMATH)
+def _loss_rows(X, Y, W, b, start, stop):
+    n_outputs, n_features = W.shape
+    total = 0.0
+    for i in range(start, stop):
+        for o in range(n_outputs):
+            r = np.float64(b[o]) - np.float64(Y[i, o])
+            for f in range(n_features):
+                r += np.float64(X[i, f]) * np.float64(W[o, f])
+            total += r * r
+    return total
+
+
+@njit(cache=True, fastmath=_FASTMATH)
+def _loss_grad_rows(X, Y, W, b, start, stop, residual, dW_part, db_part):
+    """Sum of squared residuals of rows [start, stop); R.T @ X and R.sum(0) into the parts."""
+    n_outputs, n_features = W.shape
+    for o in range(n_outputs):
+        db_part[o] = 0.0
+        for f in range(n_features):
+            dW_part[o, f] = 0.0
+    total = 0.0
+    for i in range(start, stop):
+        for o in range(n_outputs):
+            r = np.float64(b[o]) - np.float64(Y[i, o])
+            for f in range(n_features):
+                r += np.float64(X[i, f]) * np.float64(W[o, f])
+            residual[o] = r
+            total += r * r
+            db_part[o] += r
+        for o in range(n_outputs):
+            r = residual[o]
+            for f in range(n_features):
+                dW_part[o, f] += r * np.float64(X[i, f])
+    return total
+
+
+# The drivers below are compiled with parallel=True, but only the prange branch
+# opens a parallel region; the serial branch is a plain loop over the same chunks.
+
+
+@njit(parallel=True, cache=True)
+def _predict(X, W, b, out, parallel, chunk_rows, n_chunks):
+    n_samples = X.shape[0]
+    if parallel:
+        for c in prange(n_chunks):
+            _predict_rows(X, W, b, out, c * chunk_rows, min((c + 1) * chunk_rows, n_samples))
+    else:
+        for c in range(n_chunks):
+            _predict_rows(X, W, b, out, c * chunk_rows, min((c + 1) * chunk_rows, n_samples))
+
+
+@njit(parallel=True, cache=True)
+def _loss(X, Y, W, b, parallel, chunk_rows, n_chunks, loss_parts):
+    n_samples = X.shape[0]
+    if parallel:
+        for c in prange(n_chunks):
+            loss_parts[c] = _loss_rows(X, Y, W, b, c * chunk_rows, min((c + 1) * chunk_rows, n_samples))
+    else:
+        for c in range(n_chunks):
+            loss_parts[c] = _loss_rows(X, Y, W, b, c * chunk_rows, min((c + 1) * chunk_rows, n_samples))
+    total = 0.0
+    for c in range(n_chunks):  # fixed order: reproducible for any thread count
+        total += loss_parts[c]
+    return total / (n_samples * W.shape[0])
+
+
+@njit(parallel=True, cache=True)
+def _loss_grad(X, Y, W, b, dW, db, parallel, chunk_rows, n_chunks, residuals, dW_parts, db_parts, loss_parts):
+    n_samples = X.shape[0]
+    n_outputs, n_features = W.shape
+    if parallel:
+        for c in prange(n_chunks):
+            loss_parts[c] = _loss_grad_rows(
+                X, Y, W, b, c * chunk_rows, min((c + 1) * chunk_rows, n_samples),
+                residuals[c], dW_parts[c], db_parts[c],
+            )
+    else:
+        for c in range(n_chunks):
+            loss_parts[c] = _loss_grad_rows(
+                X, Y, W, b, c * chunk_rows, min((c + 1) * chunk_rows, n_samples),
+                residuals[c], dW_parts[c], db_parts[c],
+            )
+    # Serial combine in chunk order 0, 1, ...: the summation order never depends on threads.
+    n_elements = n_samples * n_outputs
+    grad_scale = 2.0 / n_elements
+    total = 0.0
+    for c in range(n_chunks):
+        total += loss_parts[c]
+    for o in range(n_outputs):
+        acc = 0.0
+        for c in range(n_chunks):
+            acc += db_parts[c, o]
+        db[o] = grad_scale * acc
+        for f in range(n_features):
+            acc = 0.0
+            for c in range(n_chunks):
+                acc += dW_parts[c, o, f]
+            dW[o, f] = grad_scale * acc
+    return total / n_elements
+
+
+@njit(cache=True)
+def _gd_epochs(X, Y, W, b, lr, loss_history, start, stop, dW, db, W_prev, b_prev,
+               parallel, chunk_rows, n_chunks, residuals, dW_parts, db_parts, loss_parts):
+    """Full-batch gradient descent for epochs [start, stop), the seeds' loop compiled.
+
+    ``loss_history[e]`` is the loss before epoch e's update (as the seeds print
+    it). The update is ``W -= dW * lr`` in W's dtype, as torch does it. Stops at
+    the first non-finite loss, restoring the parameters of the previous epoch,
+    whose loss was finite; returns the number of epochs whose loss was finite.
+    """
+    for epoch in range(start, stop):
+        value = _loss_grad(X, Y, W, b, dW, db, parallel, chunk_rows, n_chunks,
+                           residuals, dW_parts, db_parts, loss_parts)
+        loss_history[epoch] = value
+        if not np.isfinite(value):
+            if epoch > start:
+                W[:] = W_prev
+                b[:] = b_prev
+            return epoch - start
+        W_prev[:] = W
+        b_prev[:] = b
+        for o in range(W.shape[0]):
+            b[o] -= db[o] * lr
+            for f in range(W.shape[1]):
+                W[o, f] -= dW[o, f] * lr
+    return stop - start
+
+
+# --------------------------------------------------------------------------- wrappers
+
+
+class Workspace:
+    """Scratch buffers of one (n_samples, n_features, n_outputs) problem, reused across steps."""
+
+    def __init__(self, n_samples: int, n_features: int, n_outputs: int, dtype: np.dtype) -> None:
+        self.shape = (n_samples, n_features, n_outputs)
+        self.chunk_rows, self.n_chunks = chunking(n_samples)
+        self.parallel = n_samples * n_features * n_outputs >= PARALLEL_MIN_WORK
+        self.residuals = np.zeros((self.n_chunks, n_outputs))
+        self.dW_parts = np.zeros((self.n_chunks, n_outputs, n_features))
+        self.db_parts = np.zeros((self.n_chunks, n_outputs))
+        self.loss_parts = np.zeros(self.n_chunks)
+        self.dW = np.zeros((n_outputs, n_features), dtype=dtype)
+        self.db = np.zeros(n_outputs, dtype=dtype)
+
+    def chunk_args(self) -> tuple:
+        return (self.parallel, self.chunk_rows, self.n_chunks,
+                self.residuals, self.dW_parts, self.db_parts, self.loss_parts)
+
+
+def _check(X: np.ndarray, Y: np.ndarray | None, W: np.ndarray, b: np.ndarray) -> np.dtype:
+    arrays = {"X": X, "W": W, "b": b} if Y is None else {"X": X, "Y": Y, "W": W, "b": b}
+    for name, array in arrays.items():
+        if not isinstance(array, np.ndarray):
+            raise TypeError(f"{name} must be a numpy.ndarray, got {type(array).__name__}")
+    dtype = X.dtype
+    if dtype not in _SUPPORTED_DTYPES:
+        raise TypeError(f"X must be float32 or float64, got {dtype}")
+    for name, array in arrays.items():
+        if array.dtype != dtype:
+            raise TypeError(f"{name} must have X's dtype {dtype}, got {array.dtype}")
+    expected_ndim = {"X": 2, "Y": 2, "W": 2, "b": 1}
+    for name, array in arrays.items():
+        if array.ndim != expected_ndim[name]:
+            raise ValueError(f"{name} must be {expected_ndim[name]}-D, got shape {array.shape}")
+    n_samples, n_features = X.shape
+    n_outputs = W.shape[0]
+    if n_samples < 1 or n_features < 1 or n_outputs < 1:
+        raise ValueError(
+            f"need n_samples, n_features, n_outputs >= 1, got X {X.shape} and W {W.shape}"
+        )
+    if W.shape != (n_outputs, n_features):
+        raise ValueError(f"W must have shape (n_outputs, {n_features}) to match X {X.shape}, got {W.shape}")
+    if b.shape != (n_outputs,):
+        raise ValueError(f"b must have shape ({n_outputs},) to match W {W.shape}, got {b.shape}")
+    if Y is not None and Y.shape != (n_samples, n_outputs):
+        raise ValueError(f"Y must have shape ({n_samples}, {n_outputs}) to match X and W, got {Y.shape}")
+    return dtype
+
+
+def _check_output(name: str, array: np.ndarray, shape: tuple, dtype: np.dtype) -> None:
+    if not isinstance(array, np.ndarray) or array.shape != shape or array.dtype != dtype:
+        got = f"{type(array).__name__} {getattr(array, 'shape', '')} {getattr(array, 'dtype', '')}"
+        raise ValueError(f"{name} must be a writable {dtype} array of shape {shape}, got {got.strip()}")
+    if not array.flags.writeable:
+        raise ValueError(f"{name} must be writable")
+
+
+def predict(X: np.ndarray, W: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``out = X @ W.T + b``, accumulated in float64, stored in X's dtype."""
+    dtype = _check(X, None, W, b)
+    shape = (X.shape[0], W.shape[0])
+    if out is None:
+        out = np.empty(shape, dtype=dtype)
+    _check_output("out", out, shape, dtype)
+    chunk_rows, n_chunks = chunking(X.shape[0])
+    parallel = X.size * W.shape[0] >= PARALLEL_MIN_WORK
+    _predict(X, W, b, out, parallel, chunk_rows, n_chunks)
+    return out
+
+
+def loss(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray) -> float:
+    """The seeds' mse, ``sum((X @ W.T + b - Y)**2) / Y.size``, accumulated in float64."""
+    _check(X, Y, W, b)
+    chunk_rows, n_chunks = chunking(X.shape[0])
+    parallel = X.size * W.shape[0] >= PARALLEL_MIN_WORK
+    return float(_loss(X, Y, W, b, parallel, chunk_rows, n_chunks, np.zeros(n_chunks)))
+
+
+def loss_grad(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray,
+              dW: np.ndarray, db: np.ndarray) -> float:
+    """One fused pass over X and Y: returns the loss and writes dW and db (X's dtype)."""
+    dtype = _check(X, Y, W, b)
+    _check_output("dW", dW, W.shape, dtype)
+    _check_output("db", db, b.shape, dtype)
+    work = Workspace(X.shape[0], X.shape[1], W.shape[0], dtype)
+    return float(_loss_grad(X, Y, W, b, dW, db, *work.chunk_args()))
+
+
+def gd(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray, lr: float,
+       loss_history: np.ndarray, start: int = 0, stop: int | None = None,
+       workspace: Workspace | None = None) -> int:
+    """Run full-batch gradient descent epochs [start, stop) in compiled code, updating W and b in place.
+
+    ``loss_history`` (float64, length >= stop) receives each epoch's loss before
+    its update. Returns the number of epochs completed; fewer than
+    ``stop - start`` means the loss became non-finite at epoch
+    ``start + returned`` (its value is in loss_history) and W and b hold the
+    last parameters whose loss was finite.
+    """
+    dtype = _check(X, Y, W, b)
+    stop = loss_history.shape[0] if stop is None else stop
+    if not (0 <= start <= stop <= loss_history.shape[0]):
+        raise ValueError(f"need 0 <= start <= stop <= len(loss_history), got {start}, {stop}, {loss_history.shape[0]}")
+    if loss_history.dtype != np.float64:
+        raise TypeError(f"loss_history must be float64, got {loss_history.dtype}")
+    work = workspace or Workspace(X.shape[0], X.shape[1], W.shape[0], dtype)
+    if work.shape != (X.shape[0], X.shape[1], W.shape[0]):
+        raise ValueError(f"workspace was made for {work.shape}, not {(X.shape[0], X.shape[1], W.shape[0])}")
+    return int(_gd_epochs(X, Y, W, b, dtype.type(lr), loss_history, start, stop, work.dW, work.db,
+                          np.empty_like(W), np.empty_like(b), *work.chunk_args()))
