@@ -1,0 +1,12 @@
+"""linreg: linear regression on hand-written Numba kernels (CPU and CUDA), checked against torch autograd.
+
+``import linreg`` never imports torch: only ``linreg.oracle`` and the "torch"
+backend do, lazily.
+"""
+
+from linreg import datasets
+from linreg.estimator import DivergenceError, LinearRegressor, NotFittedError
+
+__version__ = "0.1.0"
+
+__all__ = ["DivergenceError", "LinearRegressor", "NotFittedError", "__version__", "datasets"]

@@ -1,0 +1,135 @@
+"""Backends: where the arithmetic of a fit runs, behind one small interface.
+
+The training loop in ``linreg.estimator`` talks only to :class:`Backend` and
+:class:`GDRun`; adding a backend means adding a class here and registering
+its name, never touching the loop.
+
+A backend receives validated, C-contiguous host arrays in one float dtype:
+``X`` (n_samples, n_features), ``Y`` (n_samples, n_outputs), initial ``W``
+(n_outputs, n_features) and ``b`` (n_outputs,).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+
+class GDRun(ABC):
+    """Full-batch gradient descent in progress, advanced in blocks of epochs.
+
+    Between blocks the caller may show progress; within a block the backend
+    runs without returning to Python (compiled loop or device loop).
+    """
+
+    n_done: int = 0
+    diverged: bool = False
+
+    @abstractmethod
+    def advance(self, n_epochs: int) -> int:
+        """Run up to ``n_epochs`` more epochs; return how many completed.
+
+        Fewer than asked means the loss became non-finite: ``diverged`` is set,
+        and the parameters are the last ones whose loss was finite.
+        """
+
+    @abstractmethod
+    def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Host copies of ``(W, b, loss_history)``; the history holds every loss computed."""
+
+
+class Backend(ABC):
+    name: str
+
+    @abstractmethod
+    def start_gd(self, X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray, lr: float,
+                 epochs: int) -> GDRun:
+        """Take the data (one copy to where the backend computes) and return a run of ``epochs`` epochs."""
+
+    @abstractmethod
+    def predict(self, X: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """``X @ W.T + b`` as a host array of X's dtype."""
+
+
+class _CpuRun(GDRun):
+    def __init__(self, X, Y, W, b, lr, epochs):
+        from kernels import cpu
+
+        self._cpu = cpu
+        self.X, self.Y, self.W, self.b, self.lr = X, Y, W.copy(), b.copy(), lr
+        self.loss_history = np.zeros(epochs)
+        self.workspace = cpu.Workspace(X.shape[0], X.shape[1], W.shape[0], X.dtype)
+
+    def advance(self, n_epochs):
+        stop = min(self.n_done + n_epochs, self.loss_history.shape[0])
+        done = self._cpu.gd(self.X, self.Y, self.W, self.b, self.lr, self.loss_history,
+                            self.n_done, stop, self.workspace)
+        if done < stop - self.n_done:
+            self.diverged = True
+            self.n_history = self.n_done + done + 1  # the non-finite loss is recorded too
+        self.n_done += done
+        return done
+
+    def result(self):
+        n_history = getattr(self, "n_history", self.n_done)
+        return self.W.copy(), self.b.copy(), self.loss_history[:n_history].copy()
+
+
+class CpuBackend(Backend):
+    """Our parallel Numba CPU kernels (``kernels.cpu``)."""
+
+    name = "cpu"
+
+    def start_gd(self, X, Y, W, b, lr, epochs):
+        return _CpuRun(X, Y, W, b, lr, epochs)
+
+    def predict(self, X, W, b):
+        from kernels import cpu
+
+        return cpu.predict(np.ascontiguousarray(X), W.astype(X.dtype), b.astype(X.dtype))
+
+
+class _TorchRun(GDRun):
+    def __init__(self, X, Y, W, b, lr, epochs):
+        from linreg.oracle import SeedLoop
+
+        self.loop = SeedLoop(X, Y, W, b, lr)
+
+    def advance(self, n_epochs):
+        done = self.loop.advance(n_epochs)
+        self.n_done += done
+        self.diverged = self.loop.diverged
+        return done
+
+    def result(self):
+        W, b = self.loop.params()
+        return W, b, np.asarray(self.loop.history, dtype=np.float64)
+
+
+class TorchBackend(Backend):
+    """The seeds' torch autograd loop (``linreg.oracle.SeedLoop``): the reference, not the fast path."""
+
+    name = "torch"
+
+    def start_gd(self, X, Y, W, b, lr, epochs):
+        return _TorchRun(X, Y, W, b, lr, epochs)
+
+    def predict(self, X, W, b):
+        import torch
+
+        from linreg.oracle import model
+
+        with torch.no_grad():
+            return model(torch.from_numpy(np.ascontiguousarray(X)), torch.from_numpy(W.astype(X.dtype)),
+                         torch.from_numpy(b.astype(X.dtype))).numpy()
+
+
+BACKENDS: dict[str, type[Backend]] = {"cpu": CpuBackend, "torch": TorchBackend}
+
+
+def get_backend(name: str) -> Backend:
+    """The backend registered under ``name``."""
+    if not isinstance(name, str) or name not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}; got {name!r}")
+    return BACKENDS[name]()
