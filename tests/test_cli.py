@@ -1,0 +1,126 @@
+"""``linreg train`` end to end: the default seed run, data files, plots, and bad arguments."""
+
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from linreg import cli
+
+
+def train(capsys, *args):
+    code = cli.main(["train", "--no-progress", *args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def learned(out, name):
+    return float(re.search(rf"^{re.escape(name)}\s+(\S+)", out, re.M).group(1))
+
+
+def test_default_run_is_seed_000_in_a_fresh_process():
+    """No arguments: seed 000's data and settings, a progress bar, the result table."""
+    result = subprocess.run([sys.executable, "-m", "linreg", "train"], capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "COLUMNS": "100"})
+    assert result.returncode == 0, result.stderr
+    assert "500/500" in result.stderr and "loss=" in result.stderr  # tqdm with the live loss
+    out = result.stdout
+    assert "X (5000, 5) float32" in out and "500 epochs" in out and "lr=1e-05" in out
+    for f, true in enumerate([2, 8, 1, 3, 6]):
+        assert abs(learned(out, f"w[{f}]") - true) < 0.02
+    assert "bias" in out and "final loss" in out and "wall time" in out
+
+
+def test_table_matches_the_estimator(capsys):
+    code, out, _ = train(capsys, "--epochs", "50", "--seed", "3")
+    assert code == 0
+    import linreg
+
+    X, y = linreg.datasets.seed_linear(random_state=3)
+    model = linreg.LinearRegressor(epochs=50).fit(X, y)
+    assert learned(out, "w[1]") == pytest.approx(model.coef_[1], abs=1e-6)
+    assert learned(out, "bias") == pytest.approx(model.intercept_, abs=1e-6)
+
+
+def test_crops_and_plot(capsys, tmp_path):
+    plot = tmp_path / "loss.png"
+    code, out, _ = train(capsys, "--dataset", "crops", "--epochs", "20", "--init", "randn", "--plot", str(plot))
+    assert code == 0 and "output 1:" in out
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_torch_backend(capsys):
+    code, out, _ = train(capsys, "--epochs", "20", "--backend", "torch")
+    assert code == 0 and "backend 'torch'" in out
+
+
+def write_table(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-1, 1, (200, 3))
+    Y = X @ np.array([[1.0, -2.0, 0.5], [0.0, 1.0, 1.0]]).T + [0.5, -1.0]
+    return X, Y
+
+
+def test_csv_with_named_targets(capsys, tmp_path):
+    X, Y = write_table(tmp_path)
+    path = tmp_path / "data.csv"
+    np.savetxt(path, np.hstack([X, Y]), delimiter=",", header="a,b,c,price,volume", comments="")
+    code, out, _ = train(capsys, "--dataset", str(path), "--target", "price,volume", "--epochs", "2000",
+                         "--lr", "0.1")
+    assert code == 0 and "output 1:" in out
+    assert re.search(r"output 0:\s+w = \[\s+1\.0000\d*\s+-2\.0000\d*\s+0\.5000", out)
+
+
+@pytest.mark.parametrize("kind", ["npy", "npz-table", "npz-Xy", "csv-no-header"])
+def test_data_files(capsys, tmp_path, kind):
+    X, Y = write_table(tmp_path)
+    table = np.hstack([X, Y[:, :1]])
+    if kind == "npy":
+        path = tmp_path / "d.npy"
+        np.save(path, table)
+    elif kind == "npz-table":
+        path = tmp_path / "d.npz"
+        np.savez(path, data=table)
+    elif kind == "npz-Xy":
+        path = tmp_path / "d.npz"
+        np.savez(path, X=X, y=Y[:, 0])
+    else:
+        path = tmp_path / "d.csv"
+        np.savetxt(path, table, delimiter=",")
+    code, out, _ = train(capsys, "--dataset", str(path), "--epochs", "2000", "--lr", "0.1")
+    assert code == 0
+    assert re.search(r"output 0:\s+w = \[\s+1\.0000\d*\s+-2\.0000\d*\s+0\.5000\d*\s*\]\s+b = 0\.5000", out)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--lr", "0"], "must be a finite number > 0"),
+    (["--epochs", "0"], "must be >= 1"),
+    (["--backend", "gpu"], "invalid choice"),
+    (["--init", "random"], "invalid choice"),
+    (["--dataset", "nope.csv"], "must be seed-linear, crops or an existing"),
+])
+def test_bad_arguments_exit_2(capsys, args, message):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["train", *args])
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bad_data_files_exit_2(capsys, tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("a,b\n1,2\n3,nan\n")
+    with pytest.raises(SystemExit) as info:
+        cli.main(["train", "--no-progress", "--dataset", str(path)])
+    assert info.value.code == 2 and "y contains nan at row 1" in capsys.readouterr().err
+    path.write_text("a,b\n1,2\n")
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--no-progress", "--dataset", str(path), "--target", "c"])
+    assert "neither a column index nor a column name; columns are a, b" in capsys.readouterr().err
+
+
+def test_divergence_exits_1(capsys):
+    code, _, err = train(capsys, "--lr", "1", "--n-samples", "200")
+    assert code == 1 and "non-finite" in err and "lr=1" in err
