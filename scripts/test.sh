@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The whole test suite, as the README gives it and CI runs it.
+# Each step fails on failure and on "no tests collected" (pytest exit code 5).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python}
+
+"$PYTHON" -m ruff check kernels linreg tests benchmarks
+
+# Main suite: kernels against the torch oracle, trainer, CLI, bad input, PTX compile check.
+"$PYTHON" -m pytest tests "$@"
