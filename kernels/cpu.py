@@ -55,6 +55,7 @@ __all__ = [
     "Workspace",
     "chunking",
     "gd",
+    "launch_threads",
     "loss",
     "loss_grad",
     "predict",
@@ -86,6 +87,16 @@ def chunking(n_samples: int, chunk_rows: int | None = None, max_chunks: int | No
     max_chunks = MAX_CHUNKS if max_chunks is None else max_chunks
     rows = max(chunk_rows, math.ceil(n_samples / max_chunks), 1)
     return rows, max(1, math.ceil(n_samples / rows))
+
+
+def launch_threads() -> None:
+    """Start Numba's thread pool.
+
+    A parallel kernel called from Python starts it; one called from other
+    compiled code (a training loop) does not, and then crashes (segfault) if
+    the pool was never started in this process. Call this before such loops.
+    """
+    numba.get_num_threads()
 
 
 def threading_layer() -> str:
@@ -350,6 +361,7 @@ def gd(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray, lr: float,
     if loss_history.dtype != np.float64:
         raise TypeError(f"loss_history must be float64, got {loss_history.dtype}")
     work = workspace or Workspace(X.shape[0], X.shape[1], W.shape[0], dtype)
+    launch_threads()
     if work.shape != (X.shape[0], X.shape[1], W.shape[0]):
         raise ValueError(f"workspace was made for {work.shape}, not {(X.shape[0], X.shape[1], W.shape[0])}")
     return int(_gd_epochs(X, Y, W, b, dtype.type(lr), loss_history, start, stop, work.dW, work.db,
