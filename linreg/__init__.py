@@ -6,7 +6,12 @@ backend do, lazily.
 
 from linreg import datasets
 from linreg.estimator import DivergenceError, LinearRegressor, NotFittedError
+from linreg.persistence import ModelFileError, load
+from linreg.training import ConvergenceWarning, IllConditionedWarning
 
 __version__ = "0.1.0"
 
-__all__ = ["DivergenceError", "LinearRegressor", "NotFittedError", "__version__", "datasets"]
+__all__ = [
+    "ConvergenceWarning", "DivergenceError", "IllConditionedWarning", "LinearRegressor", "ModelFileError",
+    "NotFittedError", "__version__", "datasets", "load",
+]

@@ -92,3 +92,21 @@ def check_choice(value: Any, name: str, choices: tuple) -> Any:
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
     return value
+
+
+def check_sample_weight(sample_weight: Any, n_samples: int) -> np.ndarray | None:
+    """None, or float64 (n_samples,) weights: finite, non-negative, not all zero."""
+    if sample_weight is None:
+        return None
+    weights = as_float_array(sample_weight, "sample_weight")
+    if weights.ndim == 0:
+        weights = np.full(n_samples, float(weights))
+    if weights.shape != (n_samples,):
+        raise ValueError(f"sample_weight must have shape ({n_samples},), got {weights.shape}")
+    check_finite(weights, "sample_weight")
+    if (weights < 0).any():
+        first = int(np.argmax(weights < 0))
+        raise ValueError(f"sample_weight must be non-negative, got {weights[first]} at row {first}")
+    if not weights.sum() > 0:
+        raise ValueError("sample_weight sums to 0: at least one sample must have a positive weight")
+    return np.ascontiguousarray(weights, dtype=np.float64)

@@ -1,20 +1,27 @@
 """``LinearRegressor``: the public estimator, in scikit-learn's conventions.
 
 Hyper-parameters are stored as given in ``__init__`` and validated in ``fit``;
-fitted attributes end in ``_``.
+fitted attributes end in ``_``. The objective and the options are documented
+in ``linreg.training`` and the README.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
+import warnings
 from typing import Any
 
 import numpy as np
 
 from linreg import _validation as check
+from linreg import training
 from linreg.backends import BACKENDS, get_backend
+from linreg.training import ConvergenceWarning, Spec
 
 INITS = ("ones", "zeros", "randn")
+#: What ``stop_reason_`` can say.
+STOP_REASONS = {0: "epochs", 1: "tol", 2: "early_stopping", 3: "adaptive", 4: "diverged"}
 
 
 class DivergenceError(FloatingPointError):
@@ -26,47 +33,88 @@ class NotFittedError(ValueError, AttributeError):
 
 
 class LinearRegressor:
-    """Linear regression ``y = X @ coef_.T + intercept_`` trained by gradient descent on our kernels.
+    """Linear regression ``y = X @ coef_.T + intercept_`` trained on hand-written Numba kernels.
 
-    Parameters (keyword-only)
-    -------------------------
-    epochs : int, default 500
-        Full-batch gradient-descent epochs (seed 000's value).
-    lr : float, default 1e-5
-        Learning rate (seed 000's value). The update is ``W -= lr * dW``.
-    init : {"ones", "zeros", "randn"} or (W, b), default "ones"
-        Initial parameters. "ones" is seed 000's, "randn" seed 003's (standard
-        normal from ``numpy.random.default_rng(random_state)``). Explicit
-        arrays: W of shape (n_outputs, n_features) (or (n_features,) for a
-        1-D y) and b of shape (n_outputs,) (or a scalar).
-    backend : {"cpu", "torch"}, default "cpu"
-        "cpu" runs our Numba kernels; "torch" runs the seeds' autograd loop
-        (the reference; needs PyTorch).
-    random_state : int or None
-        Seed of the "randn" initialisation.
-    progress : bool, default False
-        Show a tqdm progress bar with the live loss. The compiled loop then
-        returns to Python about 100 times per fit instead of once.
+    The defaults are seed 000's: 500 epochs of full-batch gradient descent at
+    lr 1e-5 from weights of ones. The objective is the mean squared error (the
+    seeds' ``mse``) plus ``alpha * R(W)`` for a penalty; see ``linreg.training``.
+
+    Parameters (keyword-only; see the README for each option's reference)
+    ------------------------------------------------------------------------
+    epochs : int, default 500            passes over the data
+    lr : float or "auto", default 1e-5   "auto": 1/L from the Hessian's largest eigenvalue
+    solver : "gd" | "normal" | "gram"    streaming (mini-batch) GD, exact least squares, GD on Gram statistics
+    batch_size : int or None             None: full batch (the seeds)
+    shuffle : bool, default True         reshuffle mini-batches each epoch (seeded by random_state)
+    optimizer : "sgd" | "adam" | "adamw" torch.optim's update rules
+    momentum, dampening, nesterov        torch.optim.SGD's
+    weight_decay : float or None         torch's (None: torch's default, 0.01 for AdamW); weights only
+    betas, eps, amsgrad                  torch.optim.Adam/AdamW's
+    penalty : "l2" | "l1" | "elasticnet" | None, alpha, l1_ratio
+    schedule : "constant" | "invscaling" | "step" | "exponential" | "cosine" | "adaptive"
+    power_t, gamma, step_size, t_max, eta_min   schedule parameters (per epoch)
+    tol, n_iter_no_change                stop when the loss stops improving by tol
+    early_stopping, validation_fraction  stop on a held-out fraction's loss; keep the best parameters
+    standardize : bool                   fit on standardised features, report coef_ in original units
+    init : "ones" | "zeros" | "randn" | (W, b)
+    backend : "cpu" | "torch"            "torch": the seeds' autograd loop (plain full-batch GD only)
+    warm_start : bool                    start fit from the previous coef_ and intercept_
+    random_state : int or None           seeds init="randn", the shuffle and the validation split
+    progress : bool                      tqdm progress bar with the live loss
 
     Attributes
     ----------
-    coef_ : ndarray (n_outputs, n_features), or (n_features,) when y is 1-D
-    intercept_ : ndarray (n_outputs,), or a scalar when y is 1-D
-    loss_history_ : ndarray (n_iter_,) float64, the loss of each epoch before its update
-    n_iter_ : int, epochs run
-    n_features_in_ : int
+    coef_ (n_outputs, n_features) or (n_features,) for a 1-D y; intercept_ (n_outputs,) or scalar;
+    loss_history_ (n_iter_,): each epoch's objective (full batch: before the epoch's update; mini-batch:
+    the weighted mean of the batch losses, each before its update); validation_loss_history_ with
+    early_stopping; n_iter_; stop_reason_ ("epochs", "tol", "early_stopping", "adaptive", "diverged");
+    lr_ (the learning rate used, e.g. from lr="auto"); n_features_in_; feature_names_in_ (DataFrames).
     """
 
-    def __init__(self, *, epochs: int = 500, lr: float = 1e-5, init: str | tuple = "ones",
-                 backend: str = "cpu", random_state: int | None = None, progress: bool = False) -> None:
+    def __init__(self, *, epochs: int = 500, lr: float | str = 1e-5, solver: str = "gd",
+                 batch_size: int | None = None, shuffle: bool = True, optimizer: str = "sgd",
+                 momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
+                 weight_decay: float | None = None, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 amsgrad: bool = False, penalty: str | None = None, alpha: float = 1e-4, l1_ratio: float = 0.15,
+                 schedule: str = "constant", power_t: float = 0.25, gamma: float = 0.1, step_size: int = 30,
+                 t_max: int | None = None, eta_min: float = 0.0, tol: float | None = None,
+                 n_iter_no_change: int = 5, early_stopping: bool = False, validation_fraction: float = 0.1,
+                 standardize: bool = False, init: str | tuple = "ones", backend: str = "cpu",
+                 warm_start: bool = False, random_state: int | None = None, progress: bool = False) -> None:
         self.epochs = epochs
         self.lr = lr
+        self.solver = solver
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.optimizer = optimizer
+        self.momentum = momentum
+        self.dampening = dampening
+        self.nesterov = nesterov
+        self.weight_decay = weight_decay
+        self.betas = betas
+        self.eps = eps
+        self.amsgrad = amsgrad
+        self.penalty = penalty
+        self.alpha = alpha
+        self.l1_ratio = l1_ratio
+        self.schedule = schedule
+        self.power_t = power_t
+        self.gamma = gamma
+        self.step_size = step_size
+        self.t_max = t_max
+        self.eta_min = eta_min
+        self.tol = tol
+        self.n_iter_no_change = n_iter_no_change
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.standardize = standardize
         self.init = init
         self.backend = backend
+        self.warm_start = warm_start
         self.random_state = random_state
         self.progress = progress
 
-    # -- scikit-learn's parameter protocol ------------------------------------------------
+    # -- scikit-learn's estimator protocol ----------------------------------------------------
     @classmethod
     def _param_names(cls) -> list[str]:
         return [p.name for p in inspect.signature(cls.__init__).parameters.values() if p.kind is p.KEYWORD_ONLY]
@@ -78,27 +126,46 @@ class LinearRegressor:
         valid = self._param_names()
         for name, value in params.items():
             if name not in valid:
-                raise ValueError(f"invalid parameter {name!r} for LinearRegressor; valid: {', '.join(valid)}")
+                raise ValueError(f"Invalid parameter {name!r} for estimator LinearRegressor. "
+                                 f"Valid parameters are: {valid!r}.")
             setattr(self, name, value)
         return self
+
+    _estimator_type = "regressor"
+
+    def __sklearn_tags__(self):
+        from sklearn.utils import InputTags, RegressorTags, Tags, TargetTags
+
+        return Tags(estimator_type="regressor", target_tags=TargetTags(required=True, multi_output=True),
+                    regressor_tags=RegressorTags(), input_tags=InputTags())
 
     def __repr__(self) -> str:
         defaults = {p.name: p.default for p in inspect.signature(type(self).__init__).parameters.values()}
         changed = [f"{k}={v!r}" for k, v in self.get_params().items() if not _same(v, defaults.get(k))]
         return f"LinearRegressor({', '.join(changed)})"
 
-    # -- fitting ----------------------------------------------------------------------------
-    def _check_params(self) -> None:
-        check.check_positive(self.epochs, "epochs", integer=True)
-        check.check_positive(self.lr, "lr")
+    # -- validation ---------------------------------------------------------------------------
+    def _spec(self) -> Spec:
+        params = self.get_params()
+        spec = training.make_spec(params)
         check.check_choice(self.backend, "backend", tuple(BACKENDS))
         if isinstance(self.init, str):
             check.check_choice(self.init, "init", INITS)
         elif not (isinstance(self.init, tuple | list) and len(self.init) == 2):
             raise TypeError(f"init must be one of {INITS} or a (W, b) pair of arrays, got {self.init!r}")
+        if not isinstance(self.warm_start, bool) or not isinstance(self.progress, bool):
+            raise TypeError("warm_start and progress must be True or False")
+        if self.random_state is not None and not isinstance(self.random_state, int | np.integer):
+            raise TypeError(f"random_state must be an int or None, got {self.random_state!r}")
+        return spec
 
     def _initial_params(self, n_features: int, n_outputs: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
         shape = (n_outputs, n_features)
+        if self.warm_start and hasattr(self, "coef_"):
+            W, b = np.atleast_2d(self.coef_), np.atleast_1d(self.intercept_)
+            if W.shape != shape:
+                raise ValueError(f"warm_start: the previous fit has coef_ shape {W.shape}, this data needs {shape}")
+            return W.astype(dtype), b.astype(dtype)
         if self.init == "ones":
             return np.ones(shape, dtype), np.ones(n_outputs, dtype)
         if self.init == "zeros":
@@ -117,44 +184,107 @@ class LinearRegressor:
         check.check_finite(b.reshape(n_outputs), "init b")
         return W.reshape(shape).astype(dtype, copy=True), b.reshape(n_outputs).astype(dtype, copy=True)
 
-    def fit(self, X: Any, y: Any) -> LinearRegressor:
+    def _check_data(self, X: Any, y: Any, sample_weight: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        names = _feature_names(X)
+        X2, Y2 = check.check_X_y(X, y)
+        weights = check.check_sample_weight(sample_weight, X2.shape[0])
+        self._names_seen = names
+        return X2, Y2, weights
+
+    def _seed(self) -> int:
+        if self.random_state is None:
+            return int(np.random.default_rng().integers(2**62))
+        return int(self.random_state)
+
+    # -- fitting ------------------------------------------------------------------------------
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> LinearRegressor:
         """Train on X (n_samples, n_features) and y (n_samples,) or (n_samples, n_outputs).
 
+        ``sample_weight`` (n_samples,), non-negative: each sample's share of the loss.
         Raises DivergenceError if the loss becomes non-finite; the fitted
         attributes then hold the last finite parameters and the history so far.
         """
-        self._check_params()
-        X2, Y2 = check.check_X_y(X, y)
+        spec = self._spec()
+        X2, Y2, weights = self._check_data(X, y, sample_weight)
         one_output = np.ndim(y) == 1
         n_samples, n_features = X2.shape
         n_outputs = Y2.shape[1]
         W0, b0 = self._initial_params(n_features, n_outputs, X2.dtype)
         backend = get_backend(self.backend)
+        unsupported = spec.non_plain_options() + (["sample_weight"] if weights is not None else [])
+        seed = self._seed()
 
-        run = backend.start_gd(X2, Y2, W0, b0, float(self.lr), int(self.epochs))
-        epochs = int(self.epochs)
-        if self.progress:
-            self._advance_with_progress(run, epochs)
+        if not unsupported:
+            run = backend.start_gd(X2, Y2, W0, b0, float(spec.lr), spec.epochs)
+            lr_used = float(spec.lr)
+        elif backend.name != "cpu":
+            raise ValueError(f"backend={backend.name!r} runs plain full-batch gradient descent only (the seeds' "
+                             f"loop); these options need backend='cpu': {', '.join(unsupported)}")
+        elif spec.solver == "normal":
+            return self._fit_normal(spec, X2, Y2, weights, one_output, backend)
         else:
-            run.advance(epochs)
-        W, b, history = run.result()
+            run, lr_used = self._start_engine(spec, X2, Y2, weights, W0, b0, seed)
 
-        self._backend = backend
-        self._one_output = one_output
-        self.n_features_in_ = n_features
-        self.coef_ = W[0] if one_output else W
-        self.intercept_ = b[0] if one_output else b
-        self.n_iter_ = run.n_done
-        self.loss_history_ = history[: run.n_done]
-        if run.diverged:
-            raise DivergenceError(
-                f"loss became non-finite ({history[-1]}) at epoch {run.n_done} with lr={self.lr}; "
-                f"the model keeps the parameters of epoch {max(run.n_done - 1, 0)} (last finite loss). "
-                "Try a smaller lr or scale the features."
-            )
+        self._run_epochs(run, spec.epochs)
+        self._finish(run, backend, one_output, n_features, X2.dtype, lr_used)
         return self
 
-    def _advance_with_progress(self, run, epochs: int) -> None:
+    def _start_engine(self, spec: Spec, X: np.ndarray, Y: np.ndarray, weights, W0, b0, seed: int):
+        from kernels import cpu_train
+        from linreg._engine import EngineRun, EngineState
+
+        n_features, n_outputs = X.shape[1], Y.shape[1]
+        rows = val_rows = None
+        if spec.early_stopping:
+            rows, val_rows = training.split_validation(X.shape[0], spec.validation_fraction, seed)
+        if spec.standardize:
+            mu, sigma = cpu_train.column_moments(X, rows, weights)
+            sigma = np.where(sigma > 0, sigma, 1.0)  # constant columns: as StandardScaler, leave unscaled
+        else:
+            mu, sigma = np.zeros(n_features), np.ones(n_features)
+        gram = val_gram = None
+        lr = spec.lr
+        if spec.solver == "gram" or lr == "auto":
+            G, C, yy = cpu_train.gram(X, Y, rows, weights)
+            weight_total = G[n_features, n_features]
+            if spec.solver == "gram":
+                gram = (G, C, yy, weight_total)
+                if val_rows is not None:
+                    Gv, Cv, yyv = cpu_train.gram(X, Y, val_rows, weights)
+                    val_gram = (Gv, Cv, yyv, Gv[n_features, n_features])
+            if lr == "auto":
+                T = training.standardizing_map(mu, sigma) if spec.standardize else np.eye(n_features + 1)
+                lr = training.auto_lr(spec, T.T @ G @ T, weight_total, n_outputs)
+        state = EngineState(W0.astype(np.float64), b0.astype(np.float64), mu, sigma, spec.standardize)
+        run = EngineRun(X, Y, spec, state, float(lr), spec.epochs, weights=weights, rows=rows, val_rows=val_rows,
+                        seed=seed, gram=gram, val_gram=val_gram)
+        return run, float(lr)
+
+    def _fit_normal(self, spec: Spec, X, Y, weights, one_output: bool, backend) -> LinearRegressor:
+        from kernels import cpu_train
+
+        n_features, n_outputs = X.shape[1], Y.shape[1]
+        G, C, yy = cpu_train.gram(X, Y, None, weights)
+        weight_total = G[n_features, n_features]
+        if spec.standardize:
+            mu, sigma = cpu_train.column_moments(X, None, weights)
+            T = training.standardizing_map(mu, np.where(sigma > 0, sigma, 1.0))
+            theta = T @ training.solve_normal(spec, T.T @ G @ T, T.T @ C, weight_total, n_outputs)
+        else:
+            theta = training.solve_normal(spec, G, C, weight_total, n_outputs)
+        W, b = theta[:n_features].T, theta[n_features]
+        loss = float(sum(theta[:, o] @ G @ theta[:, o] - 2 * theta[:, o] @ C[:, o] + yy[o] for o in range(n_outputs))
+                     / (n_outputs * weight_total))
+        if spec.penalty == "l2":
+            loss += spec.alpha / 2 * float((W * W).sum())
+        self._set_fitted(W.astype(X.dtype), b.astype(X.dtype), np.array([loss]), 1, "epochs", backend,
+                         one_output, n_features, None)
+        return self
+
+    def _run_epochs(self, run, epochs: int) -> None:
+        if not self.progress:
+            run.advance(epochs)
+            return
         from tqdm.auto import tqdm
 
         block = max(1, epochs // 100)
@@ -165,38 +295,146 @@ class LinearRegressor:
                 history = run.result()[2]
                 if len(history):
                     bar.set_postfix(loss=f"{history[-1]:.6g}", refresh=False)
+                if done == 0:  # a stopping rule ended the run
+                    break
 
-    # -- using the fit --------------------------------------------------------------------
+    def _finish(self, run, backend, one_output: bool, n_features: int, dtype: np.dtype, lr: float) -> None:
+        W, b, history = run.result()
+        stop_code = getattr(run, "stop_code", 4 if run.diverged else 0)
+        val_history = getattr(run, "val_history", None)
+        if val_history is not None and self.early_stopping:
+            val_history = val_history[: run.n_done].copy()
+        else:
+            val_history = None
+        self._set_fitted(W.astype(dtype), b.astype(dtype), history[: run.n_done], run.n_done,
+                         STOP_REASONS[stop_code], backend, one_output, n_features, val_history)
+        self.lr_ = lr
+        self._engine_run = run if hasattr(run, "state") else None
+        if run.diverged:
+            raise DivergenceError(
+                f"loss became non-finite ({history[-1]}) at epoch {run.n_done} with lr={lr:g}; "
+                f"the model keeps the parameters before the last step (last finite loss). "
+                "Try standardize=True, lr='auto' or a smaller lr."
+            )
+        uses_tol = self.tol is not None or self.early_stopping
+        if uses_tol and self.stop_reason_ == "epochs":
+            warnings.warn(f"stopped at the epoch budget ({self.epochs}) before the loss stopped improving by "
+                          f"tol={self.tol}; increase epochs or tol", ConvergenceWarning, stacklevel=3)
+
+    def _set_fitted(self, W, b, history, n_iter, reason, backend, one_output, n_features, val_history) -> None:
+        self._backend = backend
+        self._one_output = one_output
+        self.n_features_in_ = n_features
+        if self._names_seen is not None:
+            self.feature_names_in_ = self._names_seen
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+        self.coef_ = W[0] if one_output else W
+        self.intercept_ = b[0] if one_output else b
+        self.loss_history_ = history
+        self.n_iter_ = int(n_iter)
+        self.stop_reason_ = reason
+        if val_history is not None:
+            self.validation_loss_history_ = val_history
+        self.lr_ = float(self.lr) if not isinstance(self.lr, str) else getattr(self, "lr_", np.nan)
+
+    def partial_fit(self, X: Any, y: Any, sample_weight: Any = None) -> LinearRegressor:
+        """One epoch over (X, y), continuing from the current parameters and optimiser state.
+
+        The first call initialises from ``init``. Stopping rules (tol,
+        early_stopping) do not apply; schedules advance one epoch per call.
+        standardize and lr="auto" need the whole data set: use fit.
+        """
+        spec = self._spec()
+        if spec.standardize or spec.lr == "auto" or spec.solver != "gd":
+            raise ValueError("partial_fit needs solver='gd', standardize=False and a numeric lr: standardisation, "
+                             "lr='auto' and the normal/gram solvers need the whole data set, use fit")
+        if self.backend != "cpu":
+            raise ValueError(f"partial_fit runs on backend='cpu', got backend={self.backend!r}")
+        X2, Y2, weights = self._check_data(X, y, sample_weight)
+        n_features, n_outputs = X2.shape[1], Y2.shape[1]
+        from kernels import cpu_train
+        from linreg._engine import EngineRun, EngineState
+
+        state = getattr(self, "_partial_state", None)
+        if state is None:
+            W0, b0 = self._initial_params(n_features, n_outputs, X2.dtype)
+            state = EngineState(W0.astype(np.float64), b0.astype(np.float64), np.zeros(n_features),
+                                np.ones(n_features), False)
+            self._partial_state = state
+            self._partial_seed = self._seed()
+            self._partial_history = []
+        elif state.W.shape != (n_outputs, n_features):
+            raise ValueError(f"partial_fit: X and y give shape {(n_outputs, n_features)}, earlier calls "
+                             f"{state.W.shape}")
+        single = dataclasses.replace(spec, tol=None, early_stopping=False, epochs=1)
+        run = EngineRun(X2, Y2, single, state, float(spec.lr), 1, weights=weights, seed=self._partial_seed)
+        state.counters[cpu_train.K_STOP] = cpu_train.RUNNING  # no stopping rule in partial_fit
+        run.advance(1)
+        W, b, history = run.result()
+        self._partial_history.extend(history[: run.n_done].tolist())
+        self._set_fitted(W.astype(X2.dtype), b.astype(X2.dtype), np.asarray(self._partial_history),
+                         len(self._partial_history), "diverged" if run.diverged else "epochs",
+                         get_backend("cpu"), np.ndim(y) == 1, n_features, None)
+        if run.diverged:
+            raise DivergenceError(f"loss became non-finite in partial_fit with lr={spec.lr:g}; "
+                                  "try a smaller lr or standardised features")
+        return self
+
+    # -- using the fit ------------------------------------------------------------------------
     def _check_fitted(self) -> None:
         if not hasattr(self, "coef_"):
-            raise NotFittedError("this LinearRegressor is not fitted yet; call fit(X, y) first")
+            raise NotFittedError("This LinearRegressor instance is not fitted yet. Call 'fit' with appropriate "
+                                 "arguments before using this estimator.")
 
     def predict(self, X: Any) -> np.ndarray:
         """Predictions ``X @ coef_.T + intercept_``: 1-D if fitted on a 1-D y."""
         self._check_fitted()
+        names = _feature_names(X)
+        fitted_names = getattr(self, "feature_names_in_", None)
+        if names is not None and fitted_names is not None and list(names) != list(fitted_names):
+            raise ValueError(f"The feature names should match those that were passed during fit: fitted with "
+                             f"{list(fitted_names)}, got {list(names)}")
         X = check.check_X(X)
         if X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has {X.shape[1]} features, but this model was fitted with {self.n_features_in_}")
+            raise ValueError(f"X has {X.shape[1]} features, but LinearRegressor is expecting "
+                             f"{self.n_features_in_} features as input")
         W = np.atleast_2d(self.coef_)
         b = np.atleast_1d(self.intercept_)
         dtype = np.promote_types(X.dtype, W.dtype)
         P = self._backend.predict(X.astype(dtype, copy=False), W.astype(dtype), b.astype(dtype))
         return P[:, 0] if self._one_output else P
 
-    def score(self, X: Any, y: Any) -> float:
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
         """Coefficient of determination R^2, averaged uniformly over outputs (as scikit-learn)."""
         self._check_fitted()
         X2, Y2 = check.check_X_y(X, y)
+        weights = check.check_sample_weight(sample_weight, X2.shape[0])
         n_outputs = 1 if self._one_output else np.shape(self.coef_)[0]
         if Y2.shape[1] != n_outputs:
             raise ValueError(f"y has {Y2.shape[1]} outputs, but this model was fitted with {n_outputs}")
-        P = np.asarray(self.predict(X2), dtype=np.float64).reshape(Y2.shape)
+        P = np.asarray(self.predict(X), dtype=np.float64).reshape(Y2.shape)
         Y64 = Y2.astype(np.float64)
-        residual = ((Y64 - P) ** 2).sum(axis=0)
-        total = ((Y64 - Y64.mean(axis=0)) ** 2).sum(axis=0)
+        s = np.ones(len(Y64)) if weights is None else weights
+        residual = (s[:, None] * (Y64 - P) ** 2).sum(axis=0)
+        total = (s[:, None] * (Y64 - np.average(Y64, axis=0, weights=s)) ** 2).sum(axis=0)
         # scikit-learn's force_finite convention for constant targets.
         r2 = np.where(total > 0, 1 - residual / np.where(total > 0, total, 1), np.where(residual == 0, 1.0, 0.0))
         return float(r2.mean())
+
+    def save(self, path) -> None:
+        """Write the fitted model to ``path`` (.npz, readable without unpickling); see ``linreg.load``."""
+        from linreg.persistence import save
+
+        save(self, path)
+
+
+def _feature_names(X: Any) -> np.ndarray | None:
+    columns = getattr(X, "columns", None)
+    if columns is None:
+        return None
+    names = np.asarray(list(columns), dtype=object)
+    return names if all(isinstance(name, str) for name in names) else None
 
 
 def _same(a: Any, b: Any) -> bool:

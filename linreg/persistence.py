@@ -1,0 +1,134 @@
+"""Save and load fitted models as ``.npz`` files that load without unpickling.
+
+Layout (format version 1): arrays ``coef``, ``intercept``, ``loss_history``
+(and ``init_W``, ``init_b`` when init was explicit), plus ``meta``: a 0-d
+unicode array holding JSON with the format version, the library version, the
+hyper-parameters and the fitted scalars. ``np.load(..., allow_pickle=False)``
+reads it; a round trip is bit-exact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT = "linreg-model"
+FORMAT_VERSION = 1
+
+
+class ModelFileError(ValueError):
+    """The file is not a linreg model this version can read."""
+
+
+def save(model, path: str | os.PathLike) -> None:
+    from linreg import __version__
+
+    model._check_fitted()
+    params = model.get_params()
+    arrays: dict[str, np.ndarray] = {
+        "coef": np.asarray(model.coef_),
+        "intercept": np.asarray(model.intercept_),
+        "loss_history": np.asarray(model.loss_history_),
+    }
+    if not isinstance(params["init"], str):
+        arrays["init_W"], arrays["init_b"] = (np.asarray(a) for a in params["init"])
+        params["init"] = "explicit"
+    params["betas"] = list(params["betas"])
+    names = getattr(model, "feature_names_in_", None)
+    meta = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "library_version": __version__,
+        "params": params, "n_iter": model.n_iter_, "n_features_in": model.n_features_in_,
+        "one_output": bool(model._one_output), "stop_reason": model.stop_reason_, "lr_used": model.lr_,
+        "feature_names": None if names is None else [str(n) for n in names],
+    }
+    arrays["meta"] = np.array(json.dumps(meta))
+    path = Path(path)
+    # Write to a temporary file in the same directory, then rename: a reader never sees half a file.
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            np.savez(stream, **arrays)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def load(path: str | os.PathLike):
+    """Read a model written by ``LinearRegressor.save``; raise ModelFileError if it is not one."""
+    from linreg.backends import get_backend
+    from linreg.estimator import LinearRegressor
+
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
+        raise ModelFileError(f"{path} is not a readable linreg model file (.npz): {error}") from None
+    meta = _meta(arrays, path)
+    if not isinstance(meta["params"], dict):
+        raise ModelFileError(f"{path}: hyper-parameters must be a mapping, got {type(meta['params']).__name__}")
+    params: dict[str, Any] = dict(meta["params"])
+    if params.get("init") == "explicit":
+        if "init_W" not in arrays or "init_b" not in arrays:
+            raise ModelFileError(f"{path}: init is 'explicit' but init_W / init_b are missing")
+        params["init"] = (arrays["init_W"], arrays["init_b"])
+    if isinstance(params.get("betas"), list):
+        params["betas"] = tuple(params["betas"])
+    try:
+        model = LinearRegressor(**params)
+    except TypeError as error:
+        raise ModelFileError(f"{path}: unknown hyper-parameters in the file: {error}") from None
+    coef, intercept = arrays.get("coef"), arrays.get("intercept")
+    if coef is None or intercept is None or "loss_history" not in arrays:
+        raise ModelFileError(f"{path} lacks coef, intercept or loss_history")
+    n_features = int(meta["n_features_in"])
+    one_output = bool(meta["one_output"])
+    expected_ndim = 1 if one_output else 2
+    if coef.ndim != expected_ndim or coef.shape[-1] != n_features or coef.dtype.kind != "f":
+        raise ModelFileError(f"{path}: coef has shape {coef.shape} / dtype {coef.dtype}, inconsistent with "
+                             f"{n_features} features")
+    n_outputs = 1 if one_output else coef.shape[0]
+    if np.shape(intercept) != (() if one_output else (n_outputs,)):
+        raise ModelFileError(f"{path}: intercept has shape {np.shape(intercept)}, expected {n_outputs} outputs")
+    model.coef_ = coef
+    model.intercept_ = intercept[()] if one_output else intercept
+    model.loss_history_ = arrays["loss_history"]
+    model.n_iter_ = int(meta["n_iter"])
+    model.n_features_in_ = n_features
+    model.stop_reason_ = meta["stop_reason"]
+    model.lr_ = float(meta["lr_used"])
+    if meta.get("feature_names") is not None:
+        model.feature_names_in_ = np.asarray(meta["feature_names"], dtype=object)
+    model._one_output = one_output
+    model._backend = get_backend("cpu" if model.backend not in ("cpu", "torch") else model.backend)
+    return model
+
+
+def _meta(arrays: dict[str, np.ndarray], path: Path) -> dict[str, Any]:
+    raw = arrays.get("meta")
+    if raw is None or raw.dtype.kind != "U" or raw.ndim != 0:
+        raise ModelFileError(f"{path} is not a linreg model file: no metadata")
+    try:
+        meta = json.loads(str(raw))
+    except json.JSONDecodeError as error:
+        raise ModelFileError(f"{path}: corrupt metadata: {error}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ModelFileError(f"{path} is not a linreg model file (format {meta.get('format')!r})")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ModelFileError(f"{path} was written in model format version {version} (library "
+                             f"{meta.get('library_version')}); this linreg reads format <= {FORMAT_VERSION}: "
+                             "upgrade linreg")
+    missing = {"params", "n_iter", "n_features_in", "one_output", "stop_reason", "lr_used"} - set(meta)
+    if missing:
+        raise ModelFileError(f"{path}: metadata lacks {sorted(missing)}")
+    return meta
