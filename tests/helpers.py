@@ -18,3 +18,51 @@ def random_problem(n_samples, n_features, n_outputs, dtype, seed=0):
     W = rng.standard_normal((n_outputs, n_features)).astype(dtype)
     b = rng.standard_normal(n_outputs).astype(dtype)
     return X, Y, W, b
+
+
+def torch_reference_fit(X, Y, W0, b0, *, epochs, make_optimizer, batches=None, weights=None,
+                        penalty=None, make_scheduler=None):
+    """Train with torch autograd and a torch.optim optimiser: the reference trajectories.
+
+    ``batches(epoch)`` gives the list of row-index arrays of each epoch (default: one
+    full batch). The loss of a batch is the weighted mean of squared residuals over
+    its samples and outputs, plus ``penalty(w)``. Weight decay belongs to the weights'
+    parameter group only (the bias is never penalised). Returns (W, b, epoch_losses):
+    each epoch's loss is the weight-weighted mean of its batch losses.
+    """
+    import torch
+
+    x = torch.tensor(np.asarray(X, np.float64))
+    y = torch.tensor(np.asarray(Y, np.float64))
+    s = torch.ones(len(x), dtype=torch.float64) if weights is None else torch.tensor(np.asarray(weights, np.float64))
+    w = torch.tensor(np.asarray(W0, np.float64), requires_grad=True)
+    b = torch.tensor(np.asarray(b0, np.float64), requires_grad=True)
+    optimizer = make_optimizer(w, b)
+    scheduler = make_scheduler(optimizer) if make_scheduler else None
+    history = []
+    for epoch in range(epochs):
+        total = weight = 0.0
+        for rows in (batches(epoch) if batches else [np.arange(len(x))]):
+            rows = torch.as_tensor(np.asarray(rows, np.int64))
+            diff = x[rows] @ w.t() + b - y[rows]
+            batch_weight = s[rows].sum()
+            loss = (s[rows][:, None] * diff * diff).sum() / (batch_weight * diff.shape[1])
+            if penalty is not None:
+                loss = loss + penalty(w)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * batch_weight.item()
+            weight += batch_weight.item()
+        history.append(total / weight)
+        if scheduler is not None:
+            scheduler.step()
+    return w.detach().numpy(), b.detach().numpy(), np.array(history)
+
+
+def minibatches(order_of_epoch, batch_size):
+    """Batches of the given per-epoch order, the last one partial (torch DataLoader, drop_last=False)."""
+    def batches(epoch):
+        order = order_of_epoch(epoch)
+        return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+    return batches

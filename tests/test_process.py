@@ -60,3 +60,19 @@ def test_other_threading_layer_gives_the_same_result(layer):
     assert other["layer"] == layer
     for key in ("coef", "intercept", "history"):
         assert default[key] == other[key]
+
+
+def test_compiled_loops_as_first_call_compiling_then_from_cache(tmp_path):
+    """A fresh process whose first kernel call is a compiled training loop, compiling and then from cache.
+
+    A parallel kernel reached from other cached compiled code, before the thread
+    pool was started, can segfault (numba issue #8578; seen here once with a
+    shared cache). The wrappers start the pool first. This test exercises those
+    paths; it did not reliably reproduce the crash without the workaround.
+    """
+    for options in ("", "momentum=0.5"):
+        code = ("import numpy as np, linreg\n"
+                "X = np.random.default_rng(0).standard_normal((120, 3))\n"
+                f"print(linreg.LinearRegressor(epochs=3, lr=1e-3, {options}).fit(X, X.sum(1)).n_iter_)")
+        for _ in ("compile", "from cache"):
+            assert run_python(code, NUMBA_CACHE_DIR=str(tmp_path)).strip() == "3"
