@@ -6,6 +6,7 @@ import argparse
 import csv
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import numpy as np
 from linreg import datasets
 from linreg.backends import BACKENDS
 from linreg.estimator import INITS, DivergenceError, LinearRegressor
+from linreg.training import OPTIMIZERS, SCHEDULES, SOLVERS
 
 
 class CliError(Exception):
@@ -96,23 +98,35 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def result_table(model: LinearRegressor, truth, seconds: float) -> str:
-    coef = np.atleast_2d(model.coef_)
-    intercept = np.atleast_1d(model.intercept_)
+def result_table(runs: list[tuple[str, LinearRegressor, float]], truth) -> str:
+    """One column per run: learned weights and bias (next to the truth when known), final loss, wall time."""
+    width = max(24, *(len(label) + 2 for label, _, _ in runs))
     rows = []
     if truth is not None:
         true_coef, true_bias = truth
-        rows.append(f"{'':10}{'learned':>14}{'true':>10}{'error':>12}")
-        for f, (learned, true) in enumerate(zip(coef[0], true_coef, strict=True)):
-            rows.append(f"{f'w[{f}]':10}{learned:14.6f}{true:10g}{learned - true:12.2e}")
-        rows.append(f"{'bias':10}{intercept[0]:14.6f}{true_bias:10g}{intercept[0] - true_bias:12.2e}")
+        rows.append(f"{'':10}{'true':>8}" + "".join(f"{label:>{width}}" for label, _, _ in runs))
+        names = [f"w[{f}]" for f in range(len(true_coef))] + ["bias"]
+        truths = list(true_coef) + [true_bias]
+        learned = [np.append(np.atleast_2d(m.coef_)[0], np.atleast_1d(m.intercept_)[0]) for _, m, _ in runs]
+        for k, (name, true) in enumerate(zip(names, truths, strict=True)):
+            cells = "".join(f"{values[k]:>{width}.6f}" for values in learned)
+            rows.append(f"{name:10}{true:>8g}{cells}")
+        rows.append(f"{'max error':18}" + "".join(
+            f"{np.abs(values - truths).max():>{width}.2e}" for values in learned))
     else:
-        for o in range(coef.shape[0]):
-            weights = " ".join(f"{value:12.6f}" for value in coef[o])
-            rows.append(f"output {o}:  w = [{weights} ]  b = {intercept[o]:.6f}")
-    history = model.loss_history_
-    rows.append(f"final loss  {history[-1]:.6g} (epoch {len(history) - 1}, before its update)")
-    rows.append(f"wall time   {seconds:.3f} s on backend {model.backend!r}{_threads(model.backend)}")
+        for label, model, _ in runs:
+            coef, intercept = np.atleast_2d(model.coef_), np.atleast_1d(model.intercept_)
+            rows.append(label)
+            for o in range(coef.shape[0]):
+                weights = " ".join(f"{value:12.6f}" for value in coef[o])
+                rows.append(f"  output {o}:  w = [{weights} ]  b = {intercept[o]:.6f}")
+    lead = 18 if truth is not None else 0
+    rows.append(f"{'final loss':{lead}}" + "".join(f"{m.loss_history_[-1]:>{width}.6g}" for _, m, _ in runs))
+    rows.append(f"{'epochs run':{lead}}" + "".join(f"{f'{m.n_iter_} ({m.stop_reason_})':>{width}}" for _, m, _ in runs))
+    rows.append(f"{'learning rate':{lead}}" + "".join(f"{m.lr_:>{width}.4g}" for _, m, _ in runs))
+    rows.append(f"{'wall time (s)':{lead}}" + "".join(f"{seconds:>{width}.3f}" for _, _, seconds in runs))
+    backend = runs[0][1].backend
+    rows.append(f"backend {backend!r}{_threads(backend)}; final loss is the last epoch's, before its update")
     return "\n".join(rows)
 
 
@@ -126,7 +140,7 @@ def _threads(backend: str) -> str:
     return f" ({numba.get_num_threads()} threads, {cpu.threading_layer()} threading layer)"
 
 
-def plot_loss(history: np.ndarray, path: Path, title: str) -> None:
+def plot_loss(curves: list[tuple[str, np.ndarray]], path: Path, title: str) -> None:
     try:
         import matplotlib
 
@@ -135,33 +149,73 @@ def plot_loss(history: np.ndarray, path: Path, title: str) -> None:
     except ImportError:
         raise CliError("--plot needs matplotlib: pip install 'numba-linreg[plot]'") from None
     figure, axes = plt.subplots(figsize=(6, 4))
-    axes.semilogy(np.arange(len(history)), history)
-    axes.set(xlabel="epoch", ylabel="MSE loss (before the update)", title=title)
+    # A loss of exactly 0 (an exact fit) cannot sit on a log axis: draw it at float64's resolution
+    # relative to the largest loss, below which the values carry no information anyway.
+    floor = max(float(np.max(history)) for _, history in curves) * np.finfo(np.float64).eps
+    for label, history in curves:
+        axes.semilogy(np.arange(len(history)), np.maximum(history, floor), label=label)
+    axes.set(xlabel="epoch", ylabel="loss (before the update)", title=title)
+    if len(curves) > 1:
+        axes.legend()
     axes.grid(True, which="both", alpha=0.3)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
 
 
-def _train(args: argparse.Namespace) -> int:
-    X, y, truth = load_dataset(args.dataset, target=args.target, n_samples=args.n_samples, seed=args.seed)
-    model = LinearRegressor(epochs=args.epochs, lr=args.lr, init=args.init, backend=args.backend,
-                            random_state=args.seed, progress=not args.no_progress)
-    print(f"dataset {args.dataset}: X {X.shape} {X.dtype}, y {np.shape(y)}; "
-          f"{args.epochs} epochs of full-batch gradient descent, lr={args.lr:g}, init={args.init}", flush=True)
+def _estimator_params(args: argparse.Namespace) -> dict:
+    params = {name: getattr(args, name) for name in ESTIMATOR_FLAGS}
+    params["betas"] = tuple(params["betas"])
+    params["lr"] = args.lr
+    params["random_state"] = args.seed
+    params["progress"] = not args.no_progress
+    return params
+
+
+def _fit(params: dict, X, y) -> tuple[LinearRegressor, float]:
+    model = LinearRegressor(**params)
     start = time.perf_counter()
     try:
-        model.fit(X, y)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            model.fit(X, y)
+    except (ValueError, TypeError) as error:
+        if isinstance(error, DivergenceError):
+            raise
+        raise CliError(str(error)) from None
+    return model, time.perf_counter() - start
+
+
+#: The improved run of the default demo: the curvature-scaled step on standardised features.
+IMPROVED = {"standardize": True, "lr": "auto", "epochs": 100}
+
+
+def _train(args: argparse.Namespace) -> int:
+    X, y, truth = load_dataset(args.dataset, target=args.target, n_samples=args.n_samples, seed=args.seed)
+    params = _estimator_params(args)
+    print(f"dataset {args.dataset}: X {X.shape} {X.dtype}, y {np.shape(y)}; {args.epochs} epochs, "
+          f"solver={args.solver}, lr={args.lr}, init={args.init}", flush=True)
+    runs = []
+    try:
+        model, seconds = _fit(params, X, y)
+        label = "this run"
+        compare = (truth is not None and not args.no_compare and not args.standardize and args.lr != "auto")
+        if compare:
+            label = f"lr={args.lr:g}, {args.epochs} epochs"
+        runs.append((label, model, seconds))
+        if compare:
+            improved, seconds = _fit({**params, **IMPROVED}, X, y)
+            runs.append(("standardize, lr=auto, 100 ep", improved, seconds))
     except DivergenceError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    except (ValueError, TypeError) as error:
-        raise CliError(str(error)) from None
-    seconds = time.perf_counter() - start
-    print(result_table(model, truth, seconds))
+    print(result_table(runs, truth))
     if args.plot:
-        plot_loss(model.loss_history_, Path(args.plot), f"{args.dataset}, lr={args.lr:g}, {args.backend}")
+        plot_loss([(label, m.loss_history_) for label, m, _ in runs], Path(args.plot), f"{args.dataset}")
         print(f"loss curve written to {args.plot}")
+    if args.save:
+        model.save(args.save)
+        print(f"model written to {args.save}")
     return 0
 
 
@@ -179,22 +233,80 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _lr(text: str) -> float | str:
+    return "auto" if text == "auto" else _positive_float(text)
+
+
+def _penalty(text: str) -> str | None:
+    if text == "none":
+        return None
+    if text not in ("l2", "l1", "elasticnet"):
+        raise argparse.ArgumentTypeError(f"must be l2, l1, elasticnet or none, got {text}")
+    return text
+
+
+def add_estimator_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per LinearRegressor option (same names, dashes for underscores); values are checked by fit."""
+    group = parser.add_argument_group("training options (LinearRegressor's keyword arguments)")
+    add = group.add_argument
+    add("--epochs", type=_positive_int, default=500, help="default 500 (seed 000)")
+    add("--lr", type=_lr, default=1e-5, help="learning rate, or 'auto' (1/L from the loss curvature); "
+                                             "default 1e-5 (seed 000)")
+    add("--solver", choices=SOLVERS, default="gd", help="gd (streaming GD), normal (exact), gram (GD on X^T X)")
+    add("--batch-size", type=_positive_int, default=None, help="mini-batch size (default: full batch)")
+    add("--no-shuffle", dest="shuffle", action="store_false", help="keep the row order in every epoch")
+    add("--optimizer", choices=OPTIMIZERS, default="sgd")
+    add("--momentum", type=float, default=0.0)
+    add("--dampening", type=float, default=0.0)
+    add("--nesterov", action="store_true")
+    add("--weight-decay", type=float, default=None, help="torch's; default 0 (0.01 for adamw)")
+    add("--betas", type=float, nargs=2, default=(0.9, 0.999), metavar=("BETA1", "BETA2"))
+    add("--eps", type=float, default=1e-8)
+    add("--amsgrad", action="store_true")
+    add("--penalty", type=_penalty, default=None, help="l2, l1, elasticnet or none (default)")
+    add("--alpha", type=float, default=1e-4, help="penalty strength (default 1e-4)")
+    add("--l1-ratio", type=float, default=0.15)
+    add("--schedule", choices=SCHEDULES, default="constant")
+    add("--power-t", type=float, default=0.25, help="invscaling's exponent")
+    add("--gamma", type=float, default=0.1, help="step/exponential factor")
+    add("--step-size", type=_positive_int, default=30, help="epochs between step decays")
+    add("--t-max", type=_positive_int, default=None, help="cosine period (default: epochs)")
+    add("--eta-min", type=float, default=0.0, help="cosine floor")
+    add("--tol", type=float, default=None, help="stop when the loss improves by less than this")
+    add("--n-iter-no-change", type=_positive_int, default=5)
+    add("--early-stopping", action="store_true", help="stop on a held-out validation loss")
+    add("--validation-fraction", type=float, default=0.1)
+    add("--standardize", action="store_true", help="fit on standardised features (coef in original units)")
+    add("--init", choices=INITS, default="ones", help="initial parameters (default ones, seed 000)")
+    add("--backend", choices=tuple(BACKENDS), default="cpu")
+
+
+#: The estimator parameters set from flags of the same name.
+ESTIMATOR_FLAGS = ("epochs", "solver", "batch_size", "shuffle", "optimizer", "momentum", "dampening", "nesterov",
+                   "weight_decay", "betas", "eps", "amsgrad", "penalty", "alpha", "l1_ratio", "schedule", "power_t",
+                   "gamma", "step_size", "t_max", "eta_min", "tol", "n_iter_no_change", "early_stopping",
+                   "validation_fraction", "standardize", "init", "backend")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="linreg", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    train = commands.add_parser("train", help="train a linear model (default: seed 000's problem and settings)")
+    train = commands.add_parser("train", help="train a linear model (default: seed 000's problem and settings)",
+                                description="Train a linear model. With no arguments: seed 000's problem and "
+                                            "settings, then the improved run (standardize, lr=auto) beside it.")
     train.add_argument("--dataset", default="seed-linear",
                        help="seed-linear (seed 000), crops (seed 003), or a .npy/.npz/.csv file")
     train.add_argument("--target", help="target column(s) of a data file: indices or CSV header names, "
                                         "comma-separated (default: the last column)")
     train.add_argument("--n-samples", type=_positive_int, default=5000, help="rows of seed-linear (default 5000)")
-    train.add_argument("--epochs", type=_positive_int, default=500, help="default 500 (seed 000)")
-    train.add_argument("--lr", type=_positive_float, default=1e-5, help="learning rate, default 1e-5 (seed 000)")
-    train.add_argument("--init", choices=INITS, default="ones", help="initial parameters (default ones, seed 000)")
-    train.add_argument("--backend", choices=tuple(BACKENDS), default="cpu")
-    train.add_argument("--seed", type=int, default=0, help="random seed of the data and of init=randn (default 0)")
-    train.add_argument("--plot", metavar="PNG", help="write the loss curve to this file")
+    train.add_argument("--seed", type=int, default=0,
+                       help="random seed of the data, init=randn, the shuffle and the validation split (default 0)")
+    train.add_argument("--plot", metavar="PNG", help="write the loss curve(s) to this file")
+    train.add_argument("--save", metavar="NPZ", help="write the fitted model to this file (linreg.load reads it)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--no-compare", action="store_true",
+                       help="on seed-linear, skip the improved run shown beside the configured one")
+    add_estimator_flags(train)
     train.set_defaults(handler=_train)
     return parser
 

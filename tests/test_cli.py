@@ -17,12 +17,13 @@ def train(capsys, *args):
     return code, out.out, out.err
 
 
-def learned(out, name):
-    return float(re.search(rf"^{re.escape(name)}\s+(\S+)", out, re.M).group(1))
+def row(out, name):
+    """The numbers of a table row: [true, first run, second run, ...]."""
+    return [float(v) for v in re.search(rf"^{re.escape(name)}\s+(.+)$", out, re.M).group(1).split()]
 
 
-def test_default_run_is_seed_000_in_a_fresh_process():
-    """No arguments: seed 000's data and settings, a progress bar, the result table."""
+def test_default_run_is_seed_000_then_the_improved_run_in_a_fresh_process():
+    """No arguments: seed 000's data and settings, a progress bar, then standardize + lr=auto beside it."""
     result = subprocess.run([sys.executable, "-m", "linreg", "train"], capture_output=True, text=True,
                             timeout=300, env={**os.environ, "COLUMNS": "100"})
     assert result.returncode == 0, result.stderr
@@ -30,8 +31,11 @@ def test_default_run_is_seed_000_in_a_fresh_process():
     out = result.stdout
     assert "X (5000, 5) float32" in out and "500 epochs" in out and "lr=1e-05" in out
     for f, true in enumerate([2, 8, 1, 3, 6]):
-        assert abs(learned(out, f"w[{f}]") - true) < 0.02
-    assert "bias" in out and "final loss" in out and "wall time" in out
+        truth, seed_run, improved = row(out, f"w[{f}]")
+        assert truth == true and abs(seed_run - true) < 0.02 and abs(improved - true) < 1e-3
+    truth, seed_run, improved = row(out, "bias")
+    assert truth == 4 and 1.0 < seed_run < 1.1 and abs(improved - 4) < 1e-3
+    assert "final loss" in out and "wall time" in out and "standardize, lr=auto, 100 ep" in out
 
 
 def test_table_matches_the_estimator(capsys):
@@ -41,19 +45,64 @@ def test_table_matches_the_estimator(capsys):
 
     X, y = linreg.datasets.seed_linear(random_state=3)
     model = linreg.LinearRegressor(epochs=50).fit(X, y)
-    assert learned(out, "w[1]") == pytest.approx(model.coef_[1], abs=1e-6)
-    assert learned(out, "bias") == pytest.approx(model.intercept_, abs=1e-6)
+    improved = linreg.LinearRegressor(epochs=100, standardize=True, lr="auto").fit(X, y)
+    assert row(out, "w[1]")[1:] == pytest.approx([model.coef_[1], improved.coef_[1]], abs=1e-6)
+    assert row(out, "bias")[1:] == pytest.approx([model.intercept_, improved.intercept_], abs=1e-6)
+
+
+def test_no_compare_and_options_run_once(capsys):
+    code, out, _ = train(capsys, "--epochs", "20", "--no-compare")
+    assert code == 0 and len(row(out, "bias")) == 2
+    code, out, _ = train(capsys, "--epochs", "30", "--standardize", "--lr", "auto")
+    assert code == 0 and len(row(out, "bias")) == 2 and abs(row(out, "bias")[1] - 4) < 1e-3
+
+
+@pytest.mark.parametrize("flags, params", [
+    (["--optimizer", "adam", "--lr", "0.05", "--batch-size", "64", "--standardize", "--betas", "0.8", "0.99",
+      "--amsgrad"],
+     dict(optimizer="adam", lr=0.05, batch_size=64, standardize=True, betas=(0.8, 0.99), amsgrad=True)),
+    (["--momentum", "0.9", "--nesterov", "--lr", "0.01", "--standardize", "--schedule", "cosine", "--no-shuffle",
+      "--batch-size", "100", "--penalty", "elasticnet", "--alpha", "0.01", "--l1-ratio", "0.3"],
+     dict(momentum=0.9, nesterov=True, lr=0.01, standardize=True, schedule="cosine", shuffle=False,
+          batch_size=100, penalty="elasticnet", alpha=0.01, l1_ratio=0.3)),
+    (["--solver", "normal", "--penalty", "l2", "--alpha", "0.5"], dict(solver="normal", penalty="l2", alpha=0.5)),
+    (["--solver", "gram", "--lr", "auto", "--tol", "1e-9", "--n-iter-no-change", "2", "--standardize"],
+     dict(solver="gram", lr="auto", tol=1e-9, n_iter_no_change=2, standardize=True)),
+])
+def test_option_flags_mirror_the_estimator(capsys, flags, params):
+    import warnings
+
+    import linreg
+
+    code, out, _ = train(capsys, "--epochs", "40", "--no-compare", *flags)
+    assert code == 0
+    X, y = linreg.datasets.seed_linear(random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = linreg.LinearRegressor(epochs=40, random_state=0, **params).fit(X, y)
+    assert row(out, "w[0]")[1] == pytest.approx(model.coef_[0], abs=1e-6)
+    assert row(out, "bias")[1] == pytest.approx(model.intercept_, abs=1e-6)
+
+
+def test_save_writes_a_loadable_model(capsys, tmp_path):
+    import linreg
+
+    path = tmp_path / "model.npz"
+    code, out, _ = train(capsys, "--epochs", "10", "--no-compare", "--save", str(path))
+    assert code == 0 and "model written to" in out
+    model = linreg.load(path)
+    assert model.n_iter_ == 10 and row(out, "bias")[1] == pytest.approx(model.intercept_, abs=1e-6)
 
 
 def test_crops_and_plot(capsys, tmp_path):
     plot = tmp_path / "loss.png"
     code, out, _ = train(capsys, "--dataset", "crops", "--epochs", "20", "--init", "randn", "--plot", str(plot))
-    assert code == 0 and "output 1:" in out
+    assert code == 0 and "output 1:" in out and "this run" in out
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_torch_backend(capsys):
-    code, out, _ = train(capsys, "--epochs", "20", "--backend", "torch")
+    code, out, _ = train(capsys, "--epochs", "20", "--backend", "torch", "--no-compare")
     assert code == 0 and "backend 'torch'" in out
 
 
@@ -101,6 +150,10 @@ def test_data_files(capsys, tmp_path, kind):
     (["--backend", "gpu"], "invalid choice"),
     (["--init", "random"], "invalid choice"),
     (["--dataset", "nope.csv"], "must be seed-linear, crops or an existing"),
+    (["--solver", "normal", "--penalty", "l1"], "no closed form"),
+    (["--optimizer", "adam", "--lr", "auto"], "needs optimizer='sgd'"),
+    (["--penalty", "ridge"], "must be l2, l1, elasticnet or none"),
+    (["--early-stopping"], "set tol"),
 ])
 def test_bad_arguments_exit_2(capsys, args, message):
     with pytest.raises(SystemExit) as info:
