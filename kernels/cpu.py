@@ -47,6 +47,8 @@ import math
 import numba
 import numpy as np
 from numba import njit, prange
+from numba.cpython.unsafe.tuple import tuple_setitem
+from numba.extending import overload
 
 __all__ = [
     "CHUNK_ROWS",
@@ -75,6 +77,15 @@ PARALLEL_MIN_WORK = 1 << 18
 # Not "nnan"/"ninf" (or fastmath=True): they let LLVM delete NaN checks.
 _FASTMATH = {"reassoc", "contract"}
 _SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+# Compile-time constants of the kernels (not patched by tests; see benchmarks/README.md for how they were chosen).
+#: Up to this many features (with one output) the kernels are specialised on n_features: the
+#: feature loops unroll, w and dW live in registers, and LLVM vectorises across rows instead.
+_MAX_FIXED_FEATURES = 8
+#: The blocked kernel converts this many elements of X to float64 at a time (16 KiB: stays in L1).
+_BLOCK_ELEMENTS = 2048
+#: Full-batch GD on at most this many elements (n_samples * (n_features + 1)) of a specialised
+#: problem keeps a transposed float64 copy of X and Y (1 MiB at most, cache-resident) for all epochs.
+_TRANSPOSE_MAX_ELEMENTS = 1 << 17
 
 
 def chunking(n_samples: int, chunk_rows: int | None = None, max_chunks: int | None = None) -> tuple[int, int]:
@@ -137,26 +148,278 @@ def _loss_rows(X, Y, W, b, start, stop):
 
 @njit(cache=True, fastmath=_FASTMATH)
 def _loss_grad_rows(X, Y, W, b, start, stop, residual, dW_part, db_part):
-    """Sum of squared residuals of rows [start, stop); R.T @ X and R.sum(0) into the parts."""
+    """Sum of squared residuals of rows [start, stop); R.T @ X and R.sum(0) into the parts.
+
+    ``residual`` is float64 scratch: of ``_scratch_size(n_features, n_outputs)`` elements
+    the blocked kernel uses it, smaller it allocates its own (any length works).
+    One output and at most _MAX_FIXED_FEATURES features on C-contiguous data take a
+    kernel specialised on n_features; everything else the blocked kernel.
+    """
     n_outputs, n_features = W.shape
+    if n_outputs == 1 and n_features <= _MAX_FIXED_FEATURES:
+        x = _flat(X)
+        y = _flat(Y)
+        if x.shape[0] > 0 and y.shape[0] > 0:
+            return _fixed_dispatch(x, y, W, b, start, stop, dW_part, db_part)
+    return _blocked_rows(X, Y, W, b, start, stop, residual, dW_part, db_part)
+
+
+def _flat(a):
+    """Flat view of a C-contiguous array; an empty array for any other layout (compiled code only)."""
+    raise NotImplementedError("compiled code only")
+
+
+@overload(_flat)
+def _flat_overload(a):
+    # Decided on the array type at compile time: reshape(-1) needs the C layout.
+    if a.layout == "C":
+        return lambda a: a.reshape(-1)
+    return lambda a: np.empty(0, a.dtype)
+
+
+@njit(cache=True)
+def _block_rows(n_features):
+    """Rows per block of the blocked kernel: a multiple of 4, _BLOCK_ELEMENTS elements or fewer (4 at least)."""
+    return max(4, min(64, _BLOCK_ELEMENTS // n_features) // 4 * 4)
+
+
+@njit(cache=True)
+def _scratch_size(n_features, n_outputs):
+    """float64 elements of the blocked kernel's scratch: a block of X, the weights and the block's residuals."""
+    rows = _block_rows(n_features)
+    return rows * n_features + n_outputs * n_features + rows * n_outputs
+
+
+@njit(cache=True, fastmath=_FASTMATH)
+def _blocked_rows(X, Y, W, b, start, stop, scratch, dW_part, db_part):
+    """_loss_grad_rows for any shape and layout, a block of rows at a time.
+
+    Each block of X is converted to float64 once (one flat loop when X is C-contiguous);
+    the residuals take 4 rows per pass over a weight row and the gradient adds 4 rows'
+    terms per load and store of dW_part, with long vectorised loops over the features.
+    """
+    n_outputs, n_features = W.shape
+    rows = _block_rows(n_features)
+    need = _scratch_size(n_features, n_outputs)
+    buf = scratch[:need] if scratch.shape[0] >= need else np.empty(need)
+    xb = buf[:rows * n_features]
+    w64 = buf[rows * n_features:(rows + n_outputs) * n_features]
+    rb = buf[(rows + n_outputs) * n_features:need]
     for o in range(n_outputs):
         db_part[o] = 0.0
         for f in range(n_features):
             dW_part[o, f] = 0.0
+            w64[o * n_features + f] = W[o, f]
+    x = _flat(X)
     total = 0.0
-    for i in range(start, stop):
+    for i0 in range(start, stop, rows):
+        m = min(rows, stop - i0)
+        if x.shape[0] > 0:
+            src = x[i0 * n_features:(i0 + m) * n_features]
+            for j in range(m * n_features):
+                xb[j] = src[j]
+        else:
+            for k in range(m):
+                row = X[i0 + k]
+                dst = xb[k * n_features:(k + 1) * n_features]
+                for f in range(n_features):
+                    dst[f] = row[f]
         for o in range(n_outputs):
-            r = np.float64(b[o]) - np.float64(Y[i, o])
-            for f in range(n_features):
-                r += np.float64(X[i, f]) * np.float64(W[o, f])
-            residual[o] = r
-            total += r * r
-            db_part[o] += r
-        for o in range(n_outputs):
-            r = residual[o]
-            for f in range(n_features):
-                dW_part[o, f] += r * np.float64(X[i, f])
+            wo = w64[o * n_features:(o + 1) * n_features]
+            bo = np.float64(b[o])
+            k = 0
+            while k + 4 <= m:
+                x0 = xb[k * n_features:(k + 1) * n_features]
+                x1 = xb[(k + 1) * n_features:(k + 2) * n_features]
+                x2 = xb[(k + 2) * n_features:(k + 3) * n_features]
+                x3 = xb[(k + 3) * n_features:(k + 4) * n_features]
+                a0 = bo - np.float64(Y[i0 + k, o])
+                a1 = bo - np.float64(Y[i0 + k + 1, o])
+                a2 = bo - np.float64(Y[i0 + k + 2, o])
+                a3 = bo - np.float64(Y[i0 + k + 3, o])
+                for f in range(n_features):
+                    wf = wo[f]
+                    a0 += x0[f] * wf
+                    a1 += x1[f] * wf
+                    a2 += x2[f] * wf
+                    a3 += x3[f] * wf
+                rb[k * n_outputs + o] = a0
+                rb[(k + 1) * n_outputs + o] = a1
+                rb[(k + 2) * n_outputs + o] = a2
+                rb[(k + 3) * n_outputs + o] = a3
+                k += 4
+            while k < m:
+                x0 = xb[k * n_features:(k + 1) * n_features]
+                a0 = bo - np.float64(Y[i0 + k, o])
+                for f in range(n_features):
+                    a0 += x0[f] * wo[f]
+                rb[k * n_outputs + o] = a0
+                k += 1
+            squares = 0.0
+            sums = 0.0
+            for k in range(m):
+                r = rb[k * n_outputs + o]
+                squares += r * r
+                sums += r
+            total += squares
+            db_part[o] += sums
+            g = dW_part[o]
+            k = 0
+            while k + 4 <= m:
+                r0 = rb[k * n_outputs + o]
+                r1 = rb[(k + 1) * n_outputs + o]
+                r2 = rb[(k + 2) * n_outputs + o]
+                r3 = rb[(k + 3) * n_outputs + o]
+                x0 = xb[k * n_features:(k + 1) * n_features]
+                x1 = xb[(k + 1) * n_features:(k + 2) * n_features]
+                x2 = xb[(k + 2) * n_features:(k + 3) * n_features]
+                x3 = xb[(k + 3) * n_features:(k + 4) * n_features]
+                for f in range(n_features):
+                    g[f] += (r0 * x0[f] + r1 * x1[f]) + (r2 * x2[f] + r3 * x3[f])
+                k += 4
+            while k < m:
+                r0 = rb[k * n_outputs + o]
+                x0 = xb[k * n_features:(k + 1) * n_features]
+                for f in range(n_features):
+                    g[f] += r0 * x0[f]
+                k += 1
     return total
+
+
+@njit(cache=True, fastmath=_FASTMATH)
+def _fixed_rows(x, y, W, b, start, stop, dW_part, db_part, zeros):
+    """_loss_grad_rows for one output and n_features = len(zeros), known at compile time.
+
+    ``x``, ``y`` are flat views of C-contiguous X and Y. With the feature count a
+    constant, LLVM unrolls the feature loops, keeps w and the gradient in registers
+    (tuples) and vectorises across rows (de-interleaving each row's features).
+    """
+    n_features = len(zeros)
+    w = zeros
+    for f in range(n_features):
+        w = tuple_setitem(w, f, np.float64(W[0, f]))
+    g = zeros
+    bias = np.float64(b[0])
+    xs = x[start * n_features:stop * n_features]
+    ys = y[start:stop]
+    total = 0.0
+    gb = 0.0
+    for i in range(ys.shape[0]):
+        r = bias - np.float64(ys[i])
+        for f in range(n_features):
+            r += np.float64(xs[i * n_features + f]) * w[f]
+        total += r * r
+        gb += r
+        for f in range(n_features):
+            g = tuple_setitem(g, f, g[f] + r * np.float64(xs[i * n_features + f]))
+    for f in range(n_features):
+        dW_part[0, f] = g[f]
+    db_part[0] = gb
+    return total
+
+
+@njit(cache=True, fastmath=_FASTMATH)
+def _transposed_rows(xt, yt, W, b, start, stop, dW_part, db_part, zeros):
+    """_fixed_rows on a transposed float64 copy: feature f of row i at ``xt[f * n + i]``, n = len(yt).
+
+    Contiguous columns need no de-interleaving shuffles and no float32 conversions.
+    Unsigned indices spare LLVM Numba's negative-index wraparound, so loads stay vectors.
+    """
+    n_features = len(zeros)
+    w = zeros
+    for f in range(n_features):
+        w = tuple_setitem(w, f, np.float64(W[0, f]))
+    g = zeros
+    bias = np.float64(b[0])
+    n = np.uint64(yt.shape[0])
+    lo = np.uint64(start)
+    total = 0.0
+    gb = 0.0
+    for i in range(np.uint64(stop - start)):
+        r = bias - yt[lo + i]
+        for f in range(n_features):
+            r += xt[np.uint64(f) * n + lo + i] * w[f]
+        total += r * r
+        gb += r
+        for f in range(n_features):
+            g = tuple_setitem(g, f, g[f] + r * xt[np.uint64(f) * n + lo + i])
+    for f in range(n_features):
+        dW_part[0, f] = g[f]
+    db_part[0] = gb
+    return total
+
+
+@njit(cache=True)
+def _fixed_dispatch(x, y, W, b, start, stop, dW_part, db_part):
+    """_fixed_rows for W.shape[1] in 1.._MAX_FIXED_FEATURES: one compiled specialisation each."""
+    n_features = W.shape[1]
+    if n_features == 1:
+        return _fixed_rows(x, y, W, b, start, stop, dW_part, db_part, (0.0,))
+    if n_features == 2:
+        return _fixed_rows(x, y, W, b, start, stop, dW_part, db_part, (0.0, 0.0))
+    if n_features == 3:
+        return _fixed_rows(x, y, W, b, start, stop, dW_part, db_part, (0.0, 0.0, 0.0))
+    if n_features == 4:
+        return _fixed_rows(x, y, W, b, start, stop, dW_part, db_part, (0.0, 0.0, 0.0, 0.0))
+    if n_features == 5:
+        return _fixed_rows(x, y, W, b, start, stop, dW_part, db_part, (0.0, 0.0, 0.0, 0.0, 0.0))
+    if n_features == 6:
+        return _fixed_rows(x, y, W, b, start, stop, dW_part, db_part, (0.0, 0.0, 0.0, 0.0, 0.0, 0.0))
+    if n_features == 7:
+        return _fixed_rows(x, y, W, b, start, stop, dW_part, db_part, (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0))
+    return _fixed_rows(x, y, W, b, start, stop, dW_part, db_part, (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0))
+
+
+@njit(cache=True)
+def _transposed_dispatch(xt, yt, W, b, start, stop, dW_part, db_part):
+    """_transposed_rows for W.shape[1] in 1.._MAX_FIXED_FEATURES."""
+    n_features = W.shape[1]
+    if n_features == 1:
+        return _transposed_rows(xt, yt, W, b, start, stop, dW_part, db_part, (0.0,))
+    if n_features == 2:
+        return _transposed_rows(xt, yt, W, b, start, stop, dW_part, db_part, (0.0, 0.0))
+    if n_features == 3:
+        return _transposed_rows(xt, yt, W, b, start, stop, dW_part, db_part, (0.0, 0.0, 0.0))
+    if n_features == 4:
+        return _transposed_rows(xt, yt, W, b, start, stop, dW_part, db_part, (0.0, 0.0, 0.0, 0.0))
+    if n_features == 5:
+        return _transposed_rows(xt, yt, W, b, start, stop, dW_part, db_part, (0.0, 0.0, 0.0, 0.0, 0.0))
+    if n_features == 6:
+        return _transposed_rows(xt, yt, W, b, start, stop, dW_part, db_part, (0.0, 0.0, 0.0, 0.0, 0.0, 0.0))
+    if n_features == 7:
+        return _transposed_rows(xt, yt, W, b, start, stop, dW_part, db_part, (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0))
+    return _transposed_rows(xt, yt, W, b, start, stop, dW_part, db_part, (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0))
+
+
+@njit(cache=True)
+def _combine(dW, db, dW_parts, db_parts, loss_parts, n_chunks, n_elements):
+    """Serial combine of the chunks' partial sums in chunk order 0, 1, ...: the loss; dW and db scaled."""
+    n_outputs, n_features = dW.shape
+    grad_scale = 2.0 / n_elements
+    total = 0.0
+    for c in range(n_chunks):
+        total += loss_parts[c]
+    for o in range(n_outputs):
+        acc = 0.0
+        for c in range(n_chunks):
+            acc += db_parts[c, o]
+        db[o] = grad_scale * acc
+        for f in range(n_features):
+            acc = 0.0
+            for c in range(n_chunks):
+                acc += dW_parts[c, o, f]
+            dW[o, f] = grad_scale * acc
+    return total / n_elements
+
+
+@njit(cache=True)
+def _loss_grad_transposed(xt, yt, W, b, dW, db, chunk_rows, n_chunks, dW_parts, db_parts, loss_parts):
+    """_loss_grad's serial path on the transposed copy made by _gd_epochs: same chunks, same combine."""
+    n_samples = yt.shape[0]
+    for c in range(n_chunks):
+        loss_parts[c] = _transposed_dispatch(xt, yt, W, b, c * chunk_rows, min((c + 1) * chunk_rows, n_samples),
+                                             dW_parts[c], db_parts[c])
+    return _combine(dW, db, dW_parts, db_parts, loss_parts, n_chunks, n_samples * W.shape[0])
 
 
 # The drivers below are compiled with parallel=True, but only the prange branch
@@ -192,7 +455,7 @@ def _loss(X, Y, W, b, parallel, chunk_rows, n_chunks, loss_parts):
 @njit(parallel=True, cache=True)
 def _loss_grad(X, Y, W, b, dW, db, parallel, chunk_rows, n_chunks, residuals, dW_parts, db_parts, loss_parts):
     n_samples = X.shape[0]
-    n_outputs, n_features = W.shape
+    n_outputs = W.shape[0]
     if parallel:
         for c in prange(n_chunks):
             loss_parts[c] = _loss_grad_rows(
@@ -206,22 +469,7 @@ def _loss_grad(X, Y, W, b, dW, db, parallel, chunk_rows, n_chunks, residuals, dW
                 residuals[c], dW_parts[c], db_parts[c],
             )
     # Serial combine in chunk order 0, 1, ...: the summation order never depends on threads.
-    n_elements = n_samples * n_outputs
-    grad_scale = 2.0 / n_elements
-    total = 0.0
-    for c in range(n_chunks):
-        total += loss_parts[c]
-    for o in range(n_outputs):
-        acc = 0.0
-        for c in range(n_chunks):
-            acc += db_parts[c, o]
-        db[o] = grad_scale * acc
-        for f in range(n_features):
-            acc = 0.0
-            for c in range(n_chunks):
-                acc += dW_parts[c, o, f]
-            dW[o, f] = grad_scale * acc
-    return total / n_elements
+    return _combine(dW, db, dW_parts, db_parts, loss_parts, n_chunks, n_samples * n_outputs)
 
 
 @njit(cache=True)
@@ -234,9 +482,24 @@ def _gd_epochs(X, Y, W, b, lr, loss_history, start, stop, dW, db, W_prev, b_prev
     the first non-finite loss, restoring the parameters of the previous epoch,
     whose loss was finite; returns the number of epochs whose loss was finite.
     """
+    n_samples, n_features = X.shape
+    # Small specialised problems (seed 000's) keep a transposed float64 copy for all epochs: one
+    # copy, then each epoch reads contiguous, cache-resident columns (benchmarks/README.md).
+    transposed = (not parallel and W.shape[0] == 1 and n_features <= _MAX_FIXED_FEATURES
+                  and n_samples * (n_features + 1) <= _TRANSPOSE_MAX_ELEMENTS)
+    xt = np.empty(n_features * n_samples if transposed else 0)
+    yt = np.empty(n_samples if transposed else 0)
+    if transposed:
+        for i in range(n_samples):
+            yt[i] = Y[i, 0]
+            for f in range(n_features):
+                xt[f * n_samples + i] = X[i, f]
     for epoch in range(start, stop):
-        value = _loss_grad(X, Y, W, b, dW, db, parallel, chunk_rows, n_chunks,
-                           residuals, dW_parts, db_parts, loss_parts)
+        if transposed:
+            value = _loss_grad_transposed(xt, yt, W, b, dW, db, chunk_rows, n_chunks, dW_parts, db_parts, loss_parts)
+        else:
+            value = _loss_grad(X, Y, W, b, dW, db, parallel, chunk_rows, n_chunks,
+                               residuals, dW_parts, db_parts, loss_parts)
         loss_history[epoch] = value
         if not np.isfinite(value):
             if epoch > start:
@@ -262,7 +525,8 @@ class Workspace:
         self.shape = (n_samples, n_features, n_outputs)
         self.chunk_rows, self.n_chunks = chunking(n_samples)
         self.parallel = n_samples * n_features * n_outputs >= PARALLEL_MIN_WORK
-        self.residuals = np.zeros((self.n_chunks, n_outputs))
+        # Per-chunk scratch of the blocked kernel (_loss_grad_rows allocates its own if this is too small).
+        self.residuals = np.zeros((self.n_chunks, max(n_outputs, int(_scratch_size(n_features, n_outputs)))))
         self.dW_parts = np.zeros((self.n_chunks, n_outputs, n_features))
         self.db_parts = np.zeros((self.n_chunks, n_outputs))
         self.loss_parts = np.zeros(self.n_chunks)
