@@ -362,11 +362,37 @@ def _batch(X, Y, rows, weights, order, start, stop, W, b, mu, sigma, config, lay
             value, batch_weight = _gather_loss_grad(X, Y, Wk, bk, order, weights, start, stop, dW, db, parallel,
                                                     chunk_rows, n_chunks, residuals, dW_parts, db_parts,
                                                     loss_parts, weight_parts)
+    _to_optimizer_space(dW, db, mu, sigma, standardize)
+    return value, batch_weight
+
+
+@njit(cache=True)
+def _to_optimizer_space(dW, db, mu, sigma, standardize):
+    """Chain rule from gradients of the kernel's (original-unit) parameters to the optimiser's."""
     if standardize:
         for o in range(dW.shape[0]):
             for f in range(dW.shape[1]):
                 dW[o, f] = (dW[o, f] - db[o] * mu[f]) / sigma[f]
-    return value, batch_weight
+
+
+@njit(cache=True)
+def _apply_step(W, b, dW, db, value, hyper, config, buffers_W, buffers_b, counters, lr, prev_W, prev_b):
+    """Penalty, then one optimiser step from the data gradients (dW, db) in the optimiser's space.
+
+    Returns the objective (data loss + penalty) at the parameters before the step.
+    A non-finite objective takes no step (the caller stops training).
+    """
+    value += _penalty(W, dW, config[C_PENALTY], hyper[H_ALPHA], hyper[H_L1_RATIO])
+    if not np.isfinite(value):
+        return value
+    prev_W[:] = W
+    prev_b[:] = b
+    counters[K_STEP] += 1
+    step = counters[K_STEP]
+    _optimizer_step(W.reshape(-1), dW.reshape(-1), buffers_W.reshape(4, -1), step, lr, config[C_OPTIMIZER], hyper,
+                    True)
+    _optimizer_step(b, db, buffers_b, step, lr, config[C_OPTIMIZER], hyper, False)
+    return value
 
 
 @njit(cache=True)
@@ -381,8 +407,6 @@ def _train_epochs(X, Y, rows, weights, val_rows, W, b, mu, sigma, hyper, config,
     Stops early (``counters[K_STOP]``) on the tol / early-stopping / adaptive rules
     or on a non-finite loss (parameters restored to those before the last step).
     """
-    n_outputs, n_features = W.shape
-    kind = config[C_OPTIMIZER]
     batch_size = config[C_BATCH_SIZE]
     n_train = rows.shape[0] if rows.shape[0] > 0 else X.shape[0]
     if batch_size <= 0 or batch_size > n_train:
@@ -391,9 +415,6 @@ def _train_epochs(X, Y, rows, weights, val_rows, W, b, mu, sigma, hyper, config,
     use_tol = config[C_USE_TOL] != 0
     early = config[C_EARLY_STOPPING] != 0
     adaptive = config[C_ADAPTIVE] != 0
-    flat_W = W.reshape(-1)
-    flat_dW = dW.reshape(-1)
-    flat_buffers_W = buffers_W.reshape(4, -1)
     done = 0
     for _ in range(n_epochs):
         epoch = counters[K_EPOCH]
@@ -411,7 +432,7 @@ def _train_epochs(X, Y, rows, weights, val_rows, W, b, mu, sigma, hyper, config,
             value, batch_weight = _batch(X, Y, rows if config[C_GRAM] != 0 else batch_rows, weights,
                                          batch_rows, start, stop, W, b, mu, sigma, config, layouts, Wk, bk,
                                          W_eff, b_eff, dW, db, G, C, yy, weight_total, work)
-            value += _penalty(W, dW, config[C_PENALTY], hyper[H_ALPHA], hyper[H_L1_RATIO])
+            value = _apply_step(W, b, dW, db, value, hyper, config, buffers_W, buffers_b, counters, lr, prev_W, prev_b)
             if not np.isfinite(value):
                 if counters[K_STEP] > 0:
                     W[:] = prev_W
@@ -419,14 +440,8 @@ def _train_epochs(X, Y, rows, weights, val_rows, W, b, mu, sigma, hyper, config,
                 loss_history[run_epoch] = value
                 counters[K_STOP] = STOP_DIVERGED
                 return done
-            prev_W[:] = W
-            prev_b[:] = b
             epoch_loss += value * batch_weight
             epoch_weight += batch_weight
-            counters[K_STEP] += 1
-            step = counters[K_STEP]
-            _optimizer_step(flat_W, flat_dW, flat_buffers_W, step, lr, kind, hyper, True)
-            _optimizer_step(b, db, buffers_b, step, lr, kind, hyper, False)
         loss_history[run_epoch] = epoch_loss / epoch_weight
         counters[K_EPOCH] += 1
         done += 1

@@ -51,6 +51,100 @@ def _layouts(n_features: int, n_outputs: int, lengths: list[int]) -> np.ndarray:
     return np.array(rows, dtype=np.int64)
 
 
+def encode(spec: Spec, *, batch: int = 0, seed: int = 0, standardize: bool = False, early_stopping: bool = False,
+           gram: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The spec as the engine's float64 ``hyper`` and int64 ``config`` vectors."""
+    hyper = np.zeros(cpu_train.N_HYPER)
+    hyper[cpu_train.H_MOMENTUM] = spec.momentum
+    hyper[cpu_train.H_DAMPENING] = spec.dampening
+    hyper[cpu_train.H_NESTEROV] = spec.nesterov
+    hyper[cpu_train.H_WEIGHT_DECAY] = spec.weight_decay
+    hyper[cpu_train.H_BETA1], hyper[cpu_train.H_BETA2] = spec.betas
+    hyper[cpu_train.H_EPS] = spec.eps
+    hyper[cpu_train.H_AMSGRAD] = spec.amsgrad
+    hyper[cpu_train.H_ALPHA] = spec.alpha if spec.penalty is not None else 0.0
+    hyper[cpu_train.H_L1_RATIO] = spec.l1_share
+    hyper[cpu_train.H_TOL] = spec.tol if spec.tol is not None else 0.0
+    config = np.zeros(cpu_train.N_CONFIG, np.int64)
+    config[cpu_train.C_OPTIMIZER] = _OPTIMIZER_CODES[spec.optimizer]
+    config[cpu_train.C_PENALTY] = _PENALTY_CODES[spec.penalty]
+    config[cpu_train.C_N_ITER_NO_CHANGE] = spec.n_iter_no_change
+    config[cpu_train.C_EARLY_STOPPING] = early_stopping
+    config[cpu_train.C_ADAPTIVE] = spec.schedule == "adaptive"
+    config[cpu_train.C_BATCH_SIZE] = batch
+    config[cpu_train.C_SHUFFLE] = spec.shuffle
+    config[cpu_train.C_SEED] = seed
+    config[cpu_train.C_STANDARDIZE] = standardize
+    config[cpu_train.C_USE_TOL] = spec.tol is not None
+    config[cpu_train.C_GRAM] = gram
+    return hyper, config
+
+
+class Stepper:
+    """Optimiser steps from gradient *sums*: the update shared by out-of-core and distributed training.
+
+    A data source (file chunks, a rank's shard) computes ``BatchSums`` of a batch
+    at ``kernel_params()``; sums from several sources add (that is all an
+    all-reduce needs); ``step(sums, lr)`` normalises them, applies the chain rule
+    of standardisation, the penalty and one optimiser step, exactly as the
+    in-memory engine does, and returns the batch objective.
+    """
+
+    def __init__(self, spec: Spec, state: EngineState, dtype: np.dtype) -> None:
+        self.spec, self.state = spec, state
+        self.hyper, self.config = encode(spec, standardize=state.standardize)
+        n_outputs, n_features = state.W.shape
+        self.kernel_W = np.empty((n_outputs, n_features), dtype)
+        self.kernel_b = np.empty(n_outputs, dtype)
+        self.prev = (state.W.copy(), state.b.copy())
+
+    def kernel_params(self) -> tuple[np.ndarray, np.ndarray]:
+        """The parameters in original units and the data's dtype: what the streaming kernels take."""
+        W_eff, b_eff = self.state.original_units()
+        self.kernel_W[:] = W_eff
+        self.kernel_b[:] = b_eff
+        return self.kernel_W, self.kernel_b
+
+    def step(self, sums: np.ndarray, lr: float) -> float:
+        """One step from ``sums`` (see ``batch_sums``); returns the objective before it (non-finite: no step)."""
+        s = self.state
+        n_outputs, n_features = s.W.shape
+        loss_sum, weight_sum = sums[0], sums[1]
+        scale = 2.0 / (n_outputs * weight_sum)
+        dW = sums[2:2 + n_outputs * n_features].reshape(n_outputs, n_features) * scale
+        db = sums[2 + n_outputs * n_features:] * scale
+        cpu_train._to_optimizer_space(dW, db, s.mu, s.sigma, s.standardize)
+        return float(cpu_train._apply_step(s.W, s.b, dW, db, loss_sum / (n_outputs * weight_sum), self.hyper,
+                                           self.config, s.buffers_W, s.buffers_b, s.counters, lr, *self.prev))
+
+    def restore_previous(self) -> None:
+        """Back to the parameters before the last step (after a non-finite objective)."""
+        self.state.W[:], self.state.b[:] = self.prev
+
+
+def batch_sums(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray, weights: np.ndarray | None = None,
+               rows: np.ndarray | None = None) -> np.ndarray:
+    """Flat float64 ``[sum s r^2, sum s, sum s r x (O*F), sum s r (O)]`` over ``rows`` of (X, Y) at (W, b).
+
+    Sums, not means, so that the sums of several chunks or ranks add up exactly
+    to the sums of their union. (W, b) in X's dtype (``Stepper.kernel_params``).
+    """
+    n_outputs, n_features = W.shape
+    rows = np.empty(0, np.int64) if rows is None else rows
+    weights = np.empty(0) if weights is None else np.ascontiguousarray(weights, np.float64)
+    n = rows.shape[0] or X.shape[0]
+    chunk_rows, n_chunks = cpu.chunking(n)
+    parallel = n * n_features * n_outputs >= cpu.PARALLEL_MIN_WORK
+    dW, db = np.empty((n_outputs, n_features)), np.empty(n_outputs)
+    cpu.launch_threads()
+    loss, weight_sum = cpu_train._gather_loss_grad(
+        X, Y, W, b, rows, weights, 0, n, dW, db, parallel, chunk_rows, n_chunks, np.zeros((n_chunks, n_outputs)),
+        np.zeros((n_chunks, n_outputs, n_features)), np.zeros((n_chunks, n_outputs)), np.zeros(n_chunks),
+        np.zeros(n_chunks))
+    unscale = n_outputs * weight_sum
+    return np.concatenate([[loss * unscale, weight_sum], (dW * unscale / 2).ravel(), db * unscale / 2])
+
+
 class EngineRun(GDRun):
     """``epochs`` epochs of the spec's training on (X, Y), rows and weights as given, from ``state``."""
 
@@ -70,30 +164,9 @@ class EngineRun(GDRun):
         max_chunks = int(max(self.layouts[:, 3].max(), self.val_layouts[:, 3].max()))
         self.work = (np.zeros((max_chunks, n_outputs)), np.zeros((max_chunks, n_outputs, n_features)),
                      np.zeros((max_chunks, n_outputs)), np.zeros(max_chunks), np.zeros(max_chunks))
-        hyper = np.zeros(cpu_train.N_HYPER)
-        hyper[cpu_train.H_MOMENTUM] = spec.momentum
-        hyper[cpu_train.H_DAMPENING] = spec.dampening
-        hyper[cpu_train.H_NESTEROV] = spec.nesterov
-        hyper[cpu_train.H_WEIGHT_DECAY] = spec.weight_decay
-        hyper[cpu_train.H_BETA1], hyper[cpu_train.H_BETA2] = spec.betas
-        hyper[cpu_train.H_EPS] = spec.eps
-        hyper[cpu_train.H_AMSGRAD] = spec.amsgrad
-        hyper[cpu_train.H_ALPHA] = spec.alpha if spec.penalty is not None else 0.0
-        hyper[cpu_train.H_L1_RATIO] = spec.l1_share
-        hyper[cpu_train.H_TOL] = spec.tol if spec.tol is not None else 0.0
-        config = np.zeros(cpu_train.N_CONFIG, np.int64)
-        config[cpu_train.C_OPTIMIZER] = _OPTIMIZER_CODES[spec.optimizer]
-        config[cpu_train.C_PENALTY] = _PENALTY_CODES[spec.penalty]
-        config[cpu_train.C_N_ITER_NO_CHANGE] = spec.n_iter_no_change
-        config[cpu_train.C_EARLY_STOPPING] = spec.early_stopping and self.val_rows.shape[0] > 0
-        config[cpu_train.C_ADAPTIVE] = spec.schedule == "adaptive"
-        config[cpu_train.C_BATCH_SIZE] = batch
-        config[cpu_train.C_SHUFFLE] = spec.shuffle
-        config[cpu_train.C_SEED] = seed
-        config[cpu_train.C_STANDARDIZE] = state.standardize
-        config[cpu_train.C_USE_TOL] = spec.tol is not None
-        config[cpu_train.C_GRAM] = gram is not None
-        self.hyper, self.config = hyper, config
+        self.hyper, self.config = encode(spec, batch=batch, seed=seed, standardize=state.standardize,
+                                         early_stopping=spec.early_stopping and self.val_rows.shape[0] > 0,
+                                         gram=gram is not None)
         self.first_epoch = int(state.counters[cpu_train.K_EPOCH])
         self.lr_by_epoch = learning_rates(spec, lr, self.first_epoch + epochs)[self.first_epoch:]
         self.loss_history = np.full(epochs, np.nan)

@@ -325,3 +325,26 @@ def test_partial_fit_rejects_whole_data_options():
     X, Y, _, _ = random_problem(20, 3, 1, np.float64)
     with pytest.raises(ValueError, match="partial_fit needs solver='gd'"):
         LinearRegressor(standardize=True).partial_fit(X, Y)
+
+
+def test_stepper_over_chunks_equals_the_in_memory_engine():
+    """Gradient sums of several chunks, then one Stepper step: the update out-of-core and distributed use."""
+    from linreg import training
+    from linreg._engine import EngineState, Stepper, batch_sums
+
+    X, Y = noisy_problem(n_samples=203)
+    weights = np.random.default_rng(3).uniform(0.5, 2, len(X))
+    params = LinearRegressor(lr=0.01, momentum=0.9, penalty="elasticnet", alpha=0.01, standardize=True,
+                             epochs=25).get_params()
+    reference = LinearRegressor(**params).fit(X, Y, sample_weight=weights)
+    mu = np.average(X, axis=0, weights=weights)
+    sigma = np.sqrt(np.average((X - mu) ** 2, axis=0, weights=weights))
+    state = EngineState(np.ones((2, 5)), np.ones(2), mu, sigma, True)
+    stepper = Stepper(training.make_spec(params), state, X.dtype)
+    history = []
+    for _ in range(25):
+        W, b = stepper.kernel_params()
+        sums = sum(batch_sums(X[rows], Y[rows], W, b, weights[rows]) for rows in np.array_split(np.arange(203), 3))
+        history.append(stepper.step(sums, 0.01))
+    np.testing.assert_allclose(history, reference.loss_history_, rtol=1e-12)
+    np.testing.assert_allclose(state.original_units()[0], reference.coef_, rtol=1e-12)
