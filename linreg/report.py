@@ -1,0 +1,879 @@
+"""Performance report: ``linreg report [--quick] [--out DIR]``.
+
+Runs the benchmark workloads of issue 5 on every provider available here and
+writes ``report.md``, ``results.json`` and PNG plots into DIR:
+
+* W1  seed 000's whole fit (5000x5, 500 epochs, full batch);
+* W2  one full-batch epoch over a size sweep (n_samples x n_features x n_outputs, float32/float64);
+* W3  one mini-batch SGD epoch (batch 256) over 1,000,000x32;
+* W4  one full-batch epoch, multi-output, 1,000,000x64 -> 8;
+* W5  exact least squares over 2,000,000x32 (``solver="normal"`` vs scikit-learn);
+* the machine's read bandwidth (the roofline of a streaming epoch), measured in the same run;
+* cold start: import and first fit in a new process, with a warm and (full mode) an empty kernel cache.
+
+Providers: ``linreg-cpu`` (our Numba kernels), ``linreg-cuda`` (our CUDA kernels; only
+on a real GPU, never timed under the simulator), ``torch-seed`` (the seeds' torch
+autograd loop), ``torch-sgd`` (``torch.nn.Linear`` + ``torch.optim.SGD``), ``numpy``
+(closed-form gradients), ``sklearn`` (LinearRegression; SGDRegressor where comparable).
+
+Every figure is a ratio against a peer timed in the same run: absolute times on a
+shared 2-core machine move by 2x from one minute to the next. ``--quick`` runs the
+same workloads on small sizes (well under a minute, for CI); the targets are only
+judged on the full sizes.
+
+The benchmark suites in ``benchmarks/`` (pytest-benchmark) use the same providers,
+through :func:`prepare`. Nothing here is imported by ``import linreg``; torch,
+scikit-learn and matplotlib are imported only when a provider or plot needs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PROVIDERS = ("linreg-cpu", "linreg-cuda", "torch-seed", "torch-sgd", "numpy", "sklearn")
+#: Epoch-unit workloads (W2, W4) report bytes moved and the fraction of the roofline.
+STREAMING = ("W2", "W4")
+#: The learning rate of the epoch workloads: small enough that repeated rounds never diverge.
+EPOCH_LR = 1e-3
+MINIBATCH = 256
+#: Engine epochs allocated per W3 run before it is restarted.
+_EPOCH_POOL = 64
+
+
+class Unavailable(Exception):
+    """A provider cannot run a workload here; the message says why (shown as the skip reason)."""
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark configuration: a workload on one problem shape and dtype."""
+
+    workload: str
+    n_samples: int
+    n_features: int
+    n_outputs: int
+    dtype: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.workload} {self.n_samples}x{self.n_features}->{self.n_outputs} {self.dtype}"
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of X and Y: what one streaming pass reads."""
+        return self.n_samples * (self.n_features + self.n_outputs) * np.dtype(self.dtype).itemsize
+
+    @property
+    def unit(self) -> str:
+        return {"W1": "fit (500 epochs)", "W2": "epoch", "W3": "epoch (batch 256)", "W4": "epoch",
+                "W5": "solve"}[self.workload]
+
+
+W1_CASE = Case("W1", 5000, 5, 1, "float32")
+W2_TARGET = Case("W2", 2_000_000, 32, 1, "float32")
+W3_CASE = Case("W3", 1_000_000, 32, 1, "float32")
+W4_CASE = Case("W4", 1_000_000, 64, 8, "float32")
+W5_CASE = Case("W5", 2_000_000, 32, 1, "float64")
+
+
+def cases(quick: bool = False) -> list[Case]:
+    """The report's sweep. Full: the issue's sizes; quick: the same workloads on small sizes."""
+    if quick:
+        sweep = [Case("W2", n, 32, 1, "float32") for n in (1_000, 10_000, 100_000)]
+        sweep += [Case("W2", 100_000, 5, 1, "float32"), Case("W2", 100_000, 32, 8, "float32"),
+                  Case("W2", 100_000, 32, 1, "float64")]
+        return [W1_CASE, *sweep, Case("W3", 100_000, 32, 1, "float32"), Case("W4", 100_000, 64, 8, "float32"),
+                Case("W5", 100_000, 32, 1, "float64")]
+    sweep = [Case("W2", n, f, 1, "float32") for f in (5, 32, 128) for n in (1_000, 10_000, 100_000, 1_000_000)]
+    sweep += [Case("W2", 4_000_000, f, 1, "float32") for f in (5, 32)]
+    sweep += [W2_TARGET]
+    sweep += [Case("W2", 1_000_000, f, o, d) for f in (5, 32, 128) for o in (1, 8) for d in ("float32", "float64")
+              if (o, d) != (1, "float32")]
+    return [W1_CASE, *sweep, W3_CASE, W4_CASE, W5_CASE]
+
+
+# --------------------------------------------------------------------------- data
+
+
+def make_problem(case: Case, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Standard-normal X and Y = X W^T + b + noise, C-contiguous, in the case's dtype (Y is 2-D)."""
+    if case.workload == "W1":
+        from linreg import datasets
+
+        X, y = datasets.seed_linear(random_state=0)
+        return X, y.reshape(-1, 1)
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((case.n_samples, case.n_features), dtype=np.float32)
+    W = rng.standard_normal((case.n_outputs, case.n_features), dtype=np.float32)
+    Y = X @ W.T + np.float32(0.5) + np.float32(0.1) * rng.standard_normal((case.n_samples, case.n_outputs),
+                                                                         dtype=np.float32)
+    dtype = np.dtype(case.dtype)
+    return np.ascontiguousarray(X, dtype=dtype), np.ascontiguousarray(Y, dtype=dtype)
+
+
+# --------------------------------------------------------------------------- providers
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        raise Unavailable("torch is not installed") from None
+    import numba
+
+    torch.set_num_threads(numba.get_num_threads())  # one thread per core for both OpenMP pools
+    return torch
+
+
+def _sklearn():
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        raise Unavailable("scikit-learn is not installed") from None
+
+
+def _require_gpu() -> None:
+    """Raise Unavailable unless a real CUDA GPU and our CUDA backend are here."""
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+        raise Unavailable("CUDA simulator active: simulated kernels are never timed")
+    from linreg.backends import BACKENDS
+
+    if "cuda" not in BACKENDS:
+        raise Unavailable("no 'cuda' backend in this build of linreg")
+    try:
+        from numba import cuda
+
+        available = cuda.is_available()
+    except Exception as error:  # numba-cuda missing or broken
+        raise Unavailable(f"no CUDA GPU ({type(error).__name__}: {error})") from None
+    if not available:
+        raise Unavailable("no CUDA GPU on this machine")
+
+
+def _sync_gpu() -> None:
+    from numba import cuda
+
+    cuda.synchronize()
+
+
+def _has_param(name: str) -> bool:
+    from linreg import LinearRegressor
+
+    return name in LinearRegressor().get_params()
+
+
+def prepare(provider: str, case: Case, data: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[Callable, str]:
+    """Set up ``provider`` on ``case`` and return ``(run_once, note)``; raises Unavailable with a reason.
+
+    Setup (data conversion, tensors, workspaces, compilation) happens here, once;
+    ``run_once()`` does one unit of the workload (a whole fit for W1, one epoch
+    for W2-W4, one solve for W5) and is what gets timed. It has been called once
+    already, so kernel compilation or cache loading is not in the timings.
+    """
+    if provider not in PROVIDERS:
+        raise ValueError(f"provider must be one of {PROVIDERS}, got {provider!r}")
+    X, Y = data if data is not None else make_problem(case)
+    build = {"W1": _w1, "W2": _epoch, "W3": _minibatch, "W4": _epoch, "W5": _solve}[case.workload]
+    fn, note = build(provider, X, Y)
+    fn()  # warm-up: compile or load kernels, first-touch memory
+    return fn, note
+
+
+def _w1(provider: str, X: np.ndarray, Y: np.ndarray) -> tuple[Callable, str]:
+    """Seed 000's whole fit: 500 epochs of full-batch GD at lr 1e-5 from weights of ones."""
+    y = Y[:, 0]
+    n_features = X.shape[1]
+    if provider in ("linreg-cpu", "linreg-cuda"):
+        from linreg import LinearRegressor
+
+        if provider == "linreg-cuda":
+            _require_gpu()
+            model = LinearRegressor(backend="cuda")
+            return (lambda: (model.fit(X, y), _sync_gpu())), "LinearRegressor(backend='cuda').fit"
+        model = LinearRegressor()
+        return (lambda: model.fit(X, y)), "LinearRegressor().fit, input validation included"
+    if provider == "torch-seed":
+        _torch()
+        from linreg import oracle
+
+        W0, b0 = np.ones(n_features, np.float32), np.ones(1, np.float32)
+        return (lambda: oracle.seed_loop(X, y, W0, b0, 1e-5, 500)), "linreg.oracle.seed_loop (the notebooks' loop)"
+    if provider == "torch-sgd":
+        torch = _torch()
+        x, t = torch.from_numpy(X), torch.from_numpy(Y)
+
+        def fit():
+            linear = torch.nn.Linear(n_features, 1)
+            with torch.no_grad():
+                linear.weight.fill_(1.0)
+                linear.bias.fill_(1.0)
+            opt = torch.optim.SGD(linear.parameters(), lr=1e-5)
+            loss_fn = torch.nn.MSELoss()
+            for _ in range(500):
+                opt.zero_grad()
+                loss = loss_fn(linear(x), t)
+                loss.backward()
+                opt.step()
+            return linear
+
+        return fit, "nn.Linear + optim.SGD + nn.MSELoss, 500 steps"
+    if provider == "numpy":
+        def fit():
+            W, b = np.ones((1, n_features), X.dtype), np.ones(1, X.dtype)
+            for _ in range(500):
+                W, b, _loss = _numpy_step(X, Y, W, b, 1e-5)
+            return W, b
+
+        return fit, "closed-form gradients in NumPy, 500 steps"
+    raise Unavailable("scikit-learn has no full-batch gradient descent (SGDRegressor is per-sample SGD; "
+                      "LinearRegression is the exact solve of W5)")
+
+
+def _numpy_step(X, Y, W, b, lr):
+    """One full-batch step with the closed-form gradients, in X's dtype (the obvious NumPy code)."""
+    R = X @ W.T + b - Y
+    n = R.size
+    loss = float(np.vdot(R, R)) / n
+    dW = (2.0 / n) * (R.T @ X)
+    db = (2.0 / n) * R.sum(axis=0)
+    return (W - lr * dW).astype(X.dtype, copy=False), (b - lr * db).astype(X.dtype, copy=False), loss
+
+
+def _epoch(provider: str, X: np.ndarray, Y: np.ndarray) -> tuple[Callable, str]:
+    """One full-batch epoch (loss, gradients, update) from zeros."""
+    n_samples, n_features = X.shape
+    n_outputs = Y.shape[1]
+    W0, b0 = np.zeros((n_outputs, n_features), X.dtype), np.zeros(n_outputs, X.dtype)
+    if provider == "linreg-cpu":
+        from kernels import cpu
+
+        W, b, history = W0.copy(), b0.copy(), np.zeros(1)
+        work = cpu.Workspace(n_samples, n_features, n_outputs, X.dtype)
+        return (lambda: cpu.gd(X, Y, W, b, EPOCH_LR, history, 0, 1, work)), "kernels.cpu.gd, one epoch"
+    if provider == "linreg-cuda":
+        _require_gpu()
+        from linreg.backends import get_backend
+
+        backend = get_backend("cuda")
+        state = {"run": backend.start_gd(X, Y, W0, b0, EPOCH_LR, _EPOCH_POOL)}
+
+        def epoch():
+            if state["run"].n_done >= _EPOCH_POOL:
+                state["run"] = backend.start_gd(state["run"].X, state["run"].Y, W0, b0, EPOCH_LR, _EPOCH_POOL)
+            state["run"].advance(1)
+            _sync_gpu()
+
+        return epoch, "CudaBackend run.advance(1) on device-resident data"
+    if provider == "torch-seed":
+        _torch()
+        from linreg.oracle import SeedLoop
+
+        loop = SeedLoop(X, Y, W0, b0, EPOCH_LR)
+
+        def epoch():
+            loop.advance(1)
+            loop.history.clear()
+
+        return epoch, "linreg.oracle.SeedLoop.advance(1)"
+    if provider == "torch-sgd":
+        torch = _torch()
+        x, t = torch.from_numpy(X), torch.from_numpy(Y)
+        linear = torch.nn.Linear(n_features, n_outputs, dtype=x.dtype)
+        opt = torch.optim.SGD(linear.parameters(), lr=EPOCH_LR)
+        loss_fn = torch.nn.MSELoss()
+
+        def epoch():
+            opt.zero_grad()
+            loss = loss_fn(linear(x), t)
+            loss.backward()
+            opt.step()
+
+        return epoch, "nn.Linear + optim.SGD, one step"
+    if provider == "numpy":
+        state = [W0.copy(), b0.copy()]
+
+        def epoch():
+            state[0], state[1], _ = _numpy_step(X, Y, state[0], state[1], EPOCH_LR)
+
+        return epoch, "closed-form gradients in NumPy, one step"
+    raise Unavailable("scikit-learn has no full-batch gradient-descent epoch")
+
+
+def _minibatch(provider: str, X: np.ndarray, Y: np.ndarray) -> tuple[Callable, str]:
+    """One epoch of mini-batch SGD, batch 256, reshuffled each epoch."""
+    n_samples, n_features = X.shape
+    n_outputs = Y.shape[1]
+    W0, b0 = np.zeros((n_outputs, n_features), X.dtype), np.zeros(n_outputs, X.dtype)
+    if provider in ("linreg-cpu", "linreg-cuda"):
+        if provider == "linreg-cuda":
+            raise Unavailable("mini-batch SGD runs on backend='cpu' only")
+        if not _has_param("batch_size"):
+            raise Unavailable("LinearRegressor(batch_size=...) is not in this build (training issue)")
+        return _linreg_minibatch(X, Y)
+    if provider in ("torch-seed", "torch-sgd"):
+        torch = _torch()
+        x, t = torch.from_numpy(X), torch.from_numpy(Y)
+        generator = torch.Generator().manual_seed(0)
+        if provider == "torch-seed":
+            from linreg.oracle import mse
+
+            w = torch.zeros((n_outputs, n_features), dtype=x.dtype, requires_grad=True)
+            bias = torch.zeros(n_outputs, dtype=x.dtype, requires_grad=True)
+
+            def epoch():
+                order = torch.randperm(n_samples, generator=generator)
+                for start in range(0, n_samples, MINIBATCH):
+                    rows = order[start:start + MINIBATCH]
+                    loss = mse(x[rows] @ w.t() + bias, t[rows])
+                    loss.backward()
+                    with torch.no_grad():
+                        w.sub_(w.grad * EPOCH_LR)
+                        bias.sub_(bias.grad * EPOCH_LR)
+                        w.grad.zero_()
+                        bias.grad.zero_()
+
+            return epoch, "the seeds' autograd loop over shuffled batches of 256"
+        linear = torch.nn.Linear(n_features, n_outputs, dtype=x.dtype)
+        opt = torch.optim.SGD(linear.parameters(), lr=EPOCH_LR)
+        loss_fn = torch.nn.MSELoss()
+
+        def epoch():
+            order = torch.randperm(n_samples, generator=generator)
+            for start in range(0, n_samples, MINIBATCH):
+                rows = order[start:start + MINIBATCH]
+                opt.zero_grad()
+                loss_fn(linear(x[rows]), t[rows]).backward()
+                opt.step()
+
+        return epoch, "nn.Linear + optim.SGD over shuffled batches of 256"
+    if provider == "numpy":
+        rng = np.random.default_rng(0)
+        state = [W0.copy(), b0.copy()]
+
+        def epoch():
+            order = rng.permutation(n_samples)
+            for start in range(0, n_samples, MINIBATCH):
+                rows = order[start:start + MINIBATCH]
+                state[0], state[1], _ = _numpy_step(X[rows], Y[rows], state[0], state[1], EPOCH_LR)
+
+        return epoch, "closed-form gradients in NumPy over shuffled batches of 256"
+    _sklearn()
+    if n_outputs != 1:
+        raise Unavailable("SGDRegressor fits one output")
+    from sklearn.linear_model import SGDRegressor
+
+    model = SGDRegressor(penalty=None, learning_rate="constant", eta0=EPOCH_LR, random_state=0)
+    y = Y[:, 0]
+    return (lambda: model.partial_fit(X, y)), "SGDRegressor.partial_fit: per-sample SGD (batch 1), not batch 256"
+
+
+def _linreg_minibatch(X: np.ndarray, Y: np.ndarray) -> tuple[Callable, str]:
+    from linreg import LinearRegressor
+
+    n_features, n_outputs = X.shape[1], Y.shape[1]
+    model = LinearRegressor(batch_size=MINIBATCH, epochs=_EPOCH_POOL, lr=EPOCH_LR, init="zeros", random_state=0)
+    try:  # one epoch of the compiled engine, without fit's input validation (private API, may move)
+        spec = model._spec()
+        W0, b0 = model._initial_params(n_features, n_outputs, X.dtype)
+        state = {"run": model._start_engine(spec, X, Y, None, W0, b0, 0)[0]}
+
+        def epoch():
+            if state["run"].n_done >= _EPOCH_POOL:
+                state["run"] = model._start_engine(spec, X, Y, None, W0, b0, 0)[0]
+            state["run"].advance(1)
+
+        epoch()
+        return epoch, "one epoch of LinearRegressor(batch_size=256)'s compiled engine, validation excluded"
+    except (AttributeError, TypeError, ValueError):
+        single = LinearRegressor(batch_size=MINIBATCH, lr=EPOCH_LR, init="zeros", random_state=0)
+        y = Y[:, 0] if n_outputs == 1 else Y
+        return (lambda: single.partial_fit(X, y)), "LinearRegressor(batch_size=256).partial_fit: includes validation"
+
+
+def _solve(provider: str, X: np.ndarray, Y: np.ndarray) -> tuple[Callable, str]:
+    """Exact least squares with an intercept, including each library's input checks."""
+    y = Y[:, 0] if Y.shape[1] == 1 else Y
+    if provider in ("linreg-cpu", "linreg-cuda"):
+        if not _has_param("solver"):
+            raise Unavailable("LinearRegressor(solver='normal') is not in this build (training issue)")
+        from linreg import LinearRegressor
+
+        if provider == "linreg-cuda":
+            _require_gpu()
+            raise Unavailable("solver='normal' runs on backend='cpu' only")
+        model = LinearRegressor(solver="normal")
+        return (lambda: model.fit(X, y)), "LinearRegressor(solver='normal').fit, validation included"
+    if provider == "sklearn":
+        _sklearn()
+        from sklearn.linear_model import LinearRegression
+
+        model = LinearRegression()
+        return (lambda: model.fit(X, y)), "LinearRegression().fit (scipy lstsq on centred data)"
+    if provider == "numpy":
+        def solve():
+            A = np.empty((X.shape[0], X.shape[1] + 1), X.dtype)
+            A[:, :-1] = X
+            A[:, -1] = 1.0
+            return np.linalg.lstsq(A, y, rcond=None)[0]
+
+        return solve, "numpy.linalg.lstsq on [X 1]"
+    raise Unavailable(f"{provider} is not an exact solver here (W5 compares solver='normal' with scikit-learn)")
+
+
+# --------------------------------------------------------------------------- measurement
+
+
+def time_it(fn: Callable, budget_s: float = 1.0, min_rounds: int = 3, max_rounds: int = 50) -> dict[str, Any]:
+    """Time ``fn()`` repeatedly (at least min_rounds, until budget_s): min, median and all rounds, seconds."""
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < max_rounds and (len(times) < min_rounds or time.perf_counter() - start < budget_s):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return {"min": min(times), "median": float(np.median(times)), "rounds": len(times), "times": times}
+
+
+_sum_kernel = None
+
+
+def _parallel_sum():
+    global _sum_kernel
+    if _sum_kernel is None:
+        from numba import njit, prange
+
+        @njit(parallel=True, fastmath={"reassoc"}, cache=True)
+        def parallel_sum(a, parts):
+            n_chunks = parts.shape[0]
+            step = (a.shape[0] + n_chunks - 1) // n_chunks
+            for c in prange(n_chunks):
+                chunk = a[min(c * step, a.shape[0]):min((c + 1) * step, a.shape[0])]
+                total = 0.0
+                for i in range(chunk.shape[0]):
+                    total += chunk[i]
+                parts[c] = total
+            total = 0.0
+            for c in range(n_chunks):
+                total += parts[c]
+            return total
+
+        _sum_kernel = parallel_sum
+    return _sum_kernel
+
+
+def measure_read_bandwidth(nbytes: int = 512 << 20, budget_s: float = 1.0) -> dict[str, Any]:
+    """Read bandwidth in GB/s: a vectorised Numba parallel sum over nbytes of float64, all threads, best round.
+
+    This is the roofline of a streaming epoch (it must read X and Y once). A NumPy
+    single-threaded sum over the same array is recorded for comparison.
+    """
+    array = np.ones(nbytes // 8)
+    parts = np.zeros(256)
+    kernel = _parallel_sum()
+    kernel(array, parts)
+    numba_t = time_it(lambda: kernel(array, parts), budget_s=budget_s, min_rounds=5)
+    numpy_t = time_it(array.sum, budget_s=budget_s / 2, min_rounds=3)
+    return {"bytes": array.nbytes, "GB/s": array.nbytes / numba_t["min"] / 1e9,
+            "median GB/s": array.nbytes / numba_t["median"] / 1e9,
+            "numpy 1-thread GB/s": array.nbytes / numpy_t["min"] / 1e9, "rounds": numba_t["rounds"]}
+
+
+def device_info() -> dict[str, Any]:
+    """CPU model, cores and threads, GPU (or "no GPU"), library versions, Numba threading layer."""
+    import numba
+
+    from kernels import cpu
+
+    info: dict[str, Any] = {"cpu": _cpu_model(), "cores": os.cpu_count(), "numba threads": numba.get_num_threads(),
+                            "threading layer": cpu.threading_layer(), "platform": platform.platform()}
+    try:
+        _require_gpu()
+        from numba import cuda
+
+        name = cuda.get_current_device().name
+        info["gpu"] = name.decode() if isinstance(name, bytes) else str(name)
+    except Unavailable as reason:
+        info["gpu"] = f"no GPU ({reason})"
+    versions = {"python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__}
+    for name in ("llvmlite", "torch", "scikit-learn", "scipy", "matplotlib", "numba-cuda"):
+        try:  # from the installed metadata: importing torch only for its version would cost ~1.5 s
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    from linreg import __version__
+
+    versions["linreg"] = __version__
+    info["versions"] = versions
+    if "torch" in sys.modules:  # a torch provider ran: its thread count is part of the comparison
+        info["torch threads"] = sys.modules["torch"].get_num_threads()
+    return info
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+_COLD_START = """
+import sys, time
+t0 = time.perf_counter()
+import linreg
+t1 = time.perf_counter()
+X, y = linreg.datasets.seed_linear(random_state=0)
+linreg.LinearRegressor().fit(X, y)
+t2 = time.perf_counter()
+print(t1 - t0, t2 - t0, 'torch' in sys.modules)
+"""
+
+
+def cold_start(compile_cost: bool = True, repeats: int = 3) -> dict[str, Any]:
+    """Seed 000's fit as the first thing a new process does, import included.
+
+    ``warm``: the on-disk kernel cache is filled (one run first, not counted).
+    ``compile`` (compile_cost): an empty NUMBA_CACHE_DIR, so every kernel on the fit path compiles.
+    Each entry: in-process seconds (import linreg .. fit returned), whole-process wall seconds.
+    """
+
+    def run(env: dict[str, str]) -> dict[str, float]:
+        t0 = time.perf_counter()
+        out = subprocess.run([sys.executable, "-c", _COLD_START], capture_output=True, text=True, check=True,
+                             env={**os.environ, **env}, timeout=600)
+        wall = time.perf_counter() - t0
+        import_s, fit_s, torch_loaded = out.stdout.split()
+        return {"import": float(import_s), "import+fit": float(fit_s), "process": wall,
+                "torch imported": torch_loaded == "True"}
+
+    run({})  # fill the cache
+    warm = [run({}) for _ in range(repeats)]
+    result: dict[str, Any] = {"warm": min(warm, key=lambda r: r["import+fit"]), "warm runs": warm}
+    if compile_cost:
+        with tempfile.TemporaryDirectory() as cache:
+            result["compile"] = run({"NUMBA_CACHE_DIR": cache})
+    return result
+
+
+# --------------------------------------------------------------------------- the report
+
+
+@dataclass
+class Result:
+    case: Case
+    provider: str
+    status: str  # "ok" or "skipped"
+    note: str = ""
+    min_s: float = math.nan
+    median_s: float = math.nan
+    rounds: int = 0
+    times: list[float] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["case"] = {**asdict(self.case), "label": self.case.label, "bytes": self.case.nbytes}
+        if self.status == "ok":
+            data["GB/s"] = self.case.nbytes / self.min_s / 1e9
+        return data
+
+
+def run_sweep(quick: bool = False, providers: tuple[str, ...] = PROVIDERS, budget_s: float | None = None,
+              log: Callable[[str], None] = print, case_list: list[Case] | None = None) -> list[Result]:
+    """Time every provider on every case; unavailable providers are recorded with their reason."""
+    budget = budget_s if budget_s is not None else (0.15 if quick else 1.5)
+    results = []
+    for case in case_list if case_list is not None else cases(quick):
+        data = make_problem(case)
+        for provider in providers:
+            try:
+                fn, note = prepare(provider, case, data)
+            except Unavailable as reason:
+                results.append(Result(case, provider, "skipped", str(reason)))
+                continue
+            # Slow peers (torch on big data) get fewer rounds; every provider gets at least 3.
+            t = time_it(fn, budget_s=budget, min_rounds=3 if not quick else 2)
+            results.append(Result(case, provider, "ok", note, t["min"], t["median"], t["rounds"], t["times"]))
+            log(f"{case.label:32s} {provider:12s} {t['min'] * 1e3:10.3f} ms  ({t['rounds']} rounds)")
+            del fn
+    return results
+
+
+def _find(results: list[Result], case: Case, provider: str) -> Result | None:
+    for r in results:
+        if r.case == case and r.provider == provider and r.status == "ok":
+            return r
+    return None
+
+
+def _ratio(results, case, slow, fast="linreg-cpu") -> float | None:
+    a, b = _find(results, case, slow), _find(results, case, fast)
+    return a.min_s / b.min_s if a and b else None
+
+
+def targets(results: list[Result], roofline: float, cold: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Issue 5's targets, each with the measured value and met / missed (None: not measured in this run)."""
+    rows = []
+
+    def add(name, value, goal, unit, higher=True, note=""):
+        met = None if value is None else (value >= goal if higher else value < goal)
+        rows.append({"target": name, "value": value, "goal": goal, "unit": unit, "met": met, "note": note})
+
+    add("W1 fit vs torch seed loop", _ratio(results, W1_CASE, "torch-seed"), 30, "x")
+    add("W1 fit vs NumPy loop", _ratio(results, W1_CASE, "numpy"), 5, "x")
+    ours = _find(results, W2_TARGET, "linreg-cpu")
+    add("W2 2e6x32 f32 epoch, fraction of read bandwidth",
+        None if ours is None else W2_TARGET.nbytes / ours.min_s / 1e9 / roofline, 0.85, "of roofline")
+    add("W2 2e6x32 f32 epoch vs torch seed loop", _ratio(results, W2_TARGET, "torch-seed"), 6, "x")
+    add("W3 mini-batch epoch vs torch", _ratio(results, W3_CASE, "torch-seed"), 50, "x")
+    add("W4 multi-output epoch vs torch", _ratio(results, W4_CASE, "torch-seed"), 4, "x")
+    add("W5 exact solve vs scikit-learn", _ratio(results, W5_CASE, "sklearn"), 10, "x")
+    if cold:
+        add("cold start: import + first fit, warm cache", cold["warm"]["import+fit"], 0.5, "s", higher=False,
+            note=f"whole process {cold['warm']['process']:.2f} s; torch imported: {cold['warm']['torch imported']}")
+    else:
+        add("cold start: import + first fit, warm cache", None, 0.5, "s", higher=False)
+    return rows
+
+
+def write_report(out: Path, results: list[Result], bandwidth: dict[str, Any], info: dict[str, Any],
+                 cold: dict[str, Any] | None, quick: bool) -> dict[str, Path]:
+    """Write results.json, the PNG plots and report.md into ``out``; return their paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    roofline = bandwidth["GB/s"]
+    goals = targets(results, roofline, cold)
+    paths = {"json": out / "results.json", "md": out / "report.md"}
+    payload = {"quick": quick, "device": info, "read bandwidth": bandwidth, "cold start": cold,
+               "targets": goals, "results": [r.to_json() for r in results]}
+    paths["json"].write_text(json.dumps(payload, indent=1, default=_json_default))
+    paths.update(_plots(out, results, roofline))
+    paths["md"].write_text(_markdown(results, bandwidth, info, cold, goals, quick, paths))
+    return paths
+
+
+def _json_default(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _plots(out: Path, results: list[Result], roofline: float) -> dict[str, Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = {}
+    sweep = [r for r in results if r.case.workload == "W2" and r.status == "ok" and r.case.n_outputs == 1
+             and r.case.dtype == "float32"]
+    features = sorted({r.case.n_features for r in sweep})
+    providers = [p for p in PROVIDERS if any(r.provider == p for r in sweep)]
+    if features:
+        for name, ylabel, value in (("time_per_epoch", "time per epoch (s)", lambda r: r.min_s),
+                                    ("bandwidth", "achieved GB/s (bytes of X and Y / time)",
+                                     lambda r: r.case.nbytes / r.min_s / 1e9)):
+            figure, axes = plt.subplots(1, len(features), figsize=(4.2 * len(features), 3.8), squeeze=False)
+            for ax, n_features in zip(axes[0], features, strict=True):
+                for provider in providers:
+                    rows = sorted((r for r in sweep if r.provider == provider and r.case.n_features == n_features),
+                                  key=lambda r: r.case.n_samples)
+                    if rows:
+                        ax.plot([r.case.n_samples for r in rows], [value(r) for r in rows], "o-", label=provider)
+                if name == "bandwidth":
+                    ax.axhline(roofline, color="black", linestyle="--", label=f"read bandwidth {roofline:.1f} GB/s")
+                ax.set(xscale="log", yscale="log", xlabel="n_samples", title=f"W2 epoch, {n_features} features, f32")
+                ax.grid(True, which="both", alpha=0.3)
+            axes[0][0].set_ylabel(ylabel)
+            axes[0][-1].legend(fontsize=7)
+            figure.tight_layout()
+            paths[name] = out / f"{name}.png"
+            figure.savefig(paths[name], dpi=110)
+            plt.close(figure)
+    # Speedup over the seeds' torch loop, per case where both ran.
+    labels, series = [], {p: [] for p in PROVIDERS if p != "torch-seed"}
+    for case in dict.fromkeys(r.case for r in results):
+        base = _find(results, case, "torch-seed")
+        if case.workload == "W5":
+            base = _find(results, case, "sklearn")
+        if base is None:
+            continue
+        labels.append(case.label + (" (vs sklearn)" if base.provider == "sklearn" else ""))
+        for provider in series:
+            r = _find(results, case, provider)
+            series[provider].append(base.min_s / r.min_s if r else math.nan)
+    series = {p: v for p, v in series.items() if any(math.isfinite(x) for x in v)}
+    if labels:
+        figure, ax = plt.subplots(figsize=(8, 0.32 * len(labels) * max(1, len(series)) + 1.5))
+        height = 0.8 / max(1, len(series))
+        for k, (provider, values) in enumerate(series.items()):
+            ax.barh([i + k * height for i in range(len(labels))], values, height=height, label=provider)
+        ax.set_yticks([i + 0.4 - height / 2 for i in range(len(labels))], labels, fontsize=7)
+        ax.axvline(1.0, color="black", linewidth=0.8)
+        ax.set(xscale="log", xlabel="speedup over the seeds' torch loop (W5: over scikit-learn)")
+        ax.invert_yaxis()
+        ax.legend(fontsize=7)
+        ax.grid(True, axis="x", which="both", alpha=0.3)
+        figure.tight_layout()
+        paths["speedup"] = out / "speedup.png"
+        figure.savefig(paths["speedup"], dpi=110)
+        plt.close(figure)
+    return paths
+
+
+def _fmt_time(seconds: float) -> str:
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds * 1e6:.1f} us"
+
+
+def _fmt_target(row: dict[str, Any]) -> str:
+    value = row["value"]
+    if value is None:
+        shown = "not measured"
+    elif row["unit"] == "of roofline":
+        shown = f"{value:.0%}"
+    elif row["unit"] == "s":
+        shown = f"{value:.3f} s"
+    else:
+        shown = f"{value:.1f}x"
+    goal = f"{row['goal']:.0%}" if row["unit"] == "of roofline" else (
+        f"< {row['goal']} s" if row["unit"] == "s" else f">= {row['goal']}x")
+    verdict = {True: "met", False: "**missed**", None: "n/a"}[row["met"]]
+    return f"| {row['target']} | {goal} | {shown} | {verdict} | {row['note']} |"
+
+
+def _markdown(results, bandwidth, info, cold, goals, quick, paths) -> str:
+    versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items())
+    lines = [
+        "# linreg performance report",
+        "",
+        f"- Mode: {'quick (small sizes, targets not judged)' if quick else 'full (the issue sizes)'}",
+        f"- CPU: {info['cpu']}, {info['cores']} cores; Numba {info['numba threads']} threads, "
+        f"threading layer {info['threading layer']}" + (f"; torch {info['torch threads']} threads"
+                                                         if "torch threads" in info else ""),
+        f"- GPU: {info['gpu']}",
+        f"- Versions: {versions}",
+        f"- Read bandwidth (the roofline): **{bandwidth['GB/s']:.1f} GB/s** (Numba parallel sum over "
+        f"{bandwidth['bytes'] / 2**20:.0f} MiB of float64, best of {bandwidth['rounds']}; median "
+        f"{bandwidth['median GB/s']:.1f}; NumPy 1 thread {bandwidth['numpy 1-thread GB/s']:.1f})",
+        "",
+        "Times are the best round; every ratio compares providers timed in this run.",
+        "",
+        "## Targets",
+        "",
+        "| target | goal | measured | | note |",
+        "|---|---|---|---|---|",
+        *[_fmt_target(row) for row in goals],
+    ]
+    if cold:
+        warm = cold["warm"]
+        lines += ["", f"Cold start (seed 000's fit in a new process): import linreg {warm['import']:.3f} s, "
+                      f"import + fit {warm['import+fit']:.3f} s, whole process {warm['process']:.2f} s with a warm "
+                      "kernel cache."]
+        if "compile" in cold:
+            c = cold["compile"]
+            lines[-1] += (f" With an empty cache (every kernel of the fit compiles): import + fit "
+                          f"{c['import+fit']:.2f} s, whole process {c['process']:.2f} s.")
+    lines += ["", "## Results", ""]
+    for workload in ("W1", "W2", "W3", "W4", "W5"):
+        rows = [r for r in results if r.case.workload == workload]
+        if not rows:
+            continue
+        lines += [f"### {workload}", "",
+                  "| case | provider | time / unit | GB/s | of roofline | vs torch-seed | note |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in rows:
+            if r.status != "ok":
+                lines.append(f"| {r.case.label} | {r.provider} | skipped | | | | {r.note} |")
+                continue
+            gbs = r.case.nbytes / r.min_s / 1e9
+            streaming = workload in STREAMING
+            base = _find(results, r.case, "torch-seed")
+            speed = f"{base.min_s / r.min_s:.1f}x" if base else ""
+            lines.append(f"| {r.case.label} | {r.provider} | {_fmt_time(r.min_s)} ({r.case.unit}) | "
+                         f"{gbs:.1f} | {gbs / bandwidth['GB/s']:.0%} | {speed} | {r.note} |" if streaming else
+                         f"| {r.case.label} | {r.provider} | {_fmt_time(r.min_s)} ({r.case.unit}) | | | {speed} | "
+                         f"{r.note} |")
+        lines.append("")
+    lines += ["## Plots", ""]
+    for key, title in (("time_per_epoch", "Time per epoch vs n_samples"),
+                       ("bandwidth", "Achieved GB/s against the read-bandwidth roofline"),
+                       ("speedup", "Speedup over the seeds' torch loop")):
+        if key in paths:
+            lines += [f"![{title}]({paths[key].name})", ""]
+    return "\n".join(lines) + "\n"
+
+
+def run_report(out: Path | str, quick: bool = False, providers: tuple[str, ...] = PROVIDERS,
+               cold: bool = True, budget_s: float | None = None, log: Callable[[str], None] = print,
+               case_list: list[Case] | None = None) -> dict[str, Path]:
+    """The whole report: device, roofline, sweep, cold start; writes into ``out`` and returns the file paths.
+
+    ``case_list`` replaces the sweep of ``cases(quick)`` (tests use a few tiny cases).
+    """
+    out = Path(out)
+    info = device_info()
+    log(f"device: {info['cpu']}, {info['numba threads']} threads ({info['threading layer']}); GPU: {info['gpu']}")
+    bandwidth = measure_read_bandwidth(64 << 20 if quick else 512 << 20, budget_s=0.25 if quick else 2.0)
+    log(f"read bandwidth: {bandwidth['GB/s']:.1f} GB/s")
+    results = run_sweep(quick, providers, budget_s, log, case_list)
+    cold_result = cold_start(compile_cost=not quick, repeats=1 if quick else 3) if cold else None
+    info = device_info()  # torch's thread count is known once a torch provider ran
+    paths = write_report(out, results, bandwidth, info, cold_result, quick)
+    log(f"wrote {', '.join(str(p) for p in paths.values())}")
+    return paths
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def _handle(args: argparse.Namespace) -> int:
+    providers = tuple(args.providers.split(",")) if args.providers else PROVIDERS
+    unknown = [p for p in providers if p not in PROVIDERS]
+    if unknown:
+        raise SystemExit(f"linreg report: unknown provider(s) {', '.join(unknown)}; choose from {', '.join(PROVIDERS)}")
+    run_report(args.out, quick=args.quick, providers=providers, cold=not args.no_cold_start)
+    return 0
+
+
+def add_report_parser(commands) -> argparse.ArgumentParser:
+    """Add ``linreg report`` to the CLI's sub-parsers (``commands`` from ``parser.add_subparsers``)."""
+    report = commands.add_parser("report", help="benchmark every provider here and write a performance report",
+                                 description=__doc__.split("\n\n")[0])
+    report.add_argument("--quick", action="store_true", help="small sizes, well under a minute (CI)")
+    report.add_argument("--out", default="linreg-report", help="output directory (default: linreg-report)")
+    report.add_argument("--providers", help=f"comma-separated subset of {','.join(PROVIDERS)}")
+    report.add_argument("--no-cold-start", action="store_true", help="skip the new-process start-up measurements")
+    report.set_defaults(handler=_handle)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="linreg")
+    add_report_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["report", *(sys.argv[1:] if argv is None else argv)])
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

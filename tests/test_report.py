@@ -1,0 +1,102 @@
+"""linreg.report in quick mode on small sizes: the files it writes and what they contain (no timings asserted)."""
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+
+from linreg import report
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+# One tiny case per workload (the quick mode's own sizes take longer than a unit test should).
+TINY = [report.W1_CASE, report.Case("W2", 1_000, 32, 1, "float32"), report.Case("W2", 20_000, 32, 1, "float32"),
+        report.Case("W2", 20_000, 5, 1, "float32"), report.Case("W3", 20_000, 32, 1, "float32"),
+        report.Case("W4", 5_000, 64, 8, "float32"), report.Case("W5", 5_000, 32, 1, "float64")]
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    paths = report.run_report(out, quick=True, providers=("linreg-cpu", "linreg-cuda", "numpy"), cold=False,
+                              budget_s=0.01, log=lambda line: None, case_list=TINY)
+    return out, paths
+
+
+def test_writes_markdown_json_and_plots(written):
+    out, paths = written
+    for name in ("report.md", "results.json", "time_per_epoch.png", "bandwidth.png"):
+        assert (out / name).is_file(), name
+    for png in out.glob("*.png"):
+        assert png.read_bytes()[:8] == PNG_MAGIC
+    assert set(paths) >= {"md", "json", "time_per_epoch", "bandwidth"}
+
+
+def test_json_names_device_roofline_and_every_case(written):
+    out, _ = written
+    data = json.loads((out / "results.json").read_text())
+    assert data["quick"] is True
+    device = data["device"]
+    assert device["cpu"] and device["numba threads"] >= 1 and device["threading layer"]
+    assert device["gpu"]  # a GPU name, or "no GPU (reason)"
+    assert {"numpy", "numba", "linreg", "torch"} <= set(device["versions"])
+    assert data["read bandwidth"]["GB/s"] > 0
+    labels = {r["case"]["label"] for r in data["results"]}
+    assert labels == {c.label for c in TINY}
+    ok = [r for r in data["results"] if r["status"] == "ok"]
+    assert ok and all(r["min_s"] > 0 and r["GB/s"] > 0 for r in ok)
+    assert all(r["note"] for r in data["results"] if r["status"] == "skipped")  # every skip says why
+    assert {t["target"] for t in data["targets"]} >= {"W1 fit vs NumPy loop", "W5 exact solve vs scikit-learn"}
+
+
+def test_markdown_has_device_targets_tables_and_plots(written):
+    out, _ = written
+    text = (out / "report.md").read_text()
+    for needle in ("CPU:", "GPU:", "threading layer", "Read bandwidth", "## Targets", "### W1", "### W2",
+                   "linreg-cpu", "![", "bandwidth.png"):
+        assert needle in text, needle
+
+
+def test_quick_cases_are_small_and_cover_every_workload():
+    quick = report.cases(quick=True)
+    assert {c.workload for c in quick} == {"W1", "W2", "W3", "W4", "W5"}
+    assert max(c.nbytes for c in quick) <= 64 << 20
+
+
+def test_cases_cover_the_issue_workloads():
+    full = report.cases(quick=False)
+    assert {c.workload for c in full} == {"W1", "W2", "W3", "W4", "W5"}
+    assert report.W2_TARGET in full and report.W1_CASE in full
+    sweep = [c for c in full if c.workload == "W2"]
+    assert min(c.n_samples for c in sweep) == 1_000 and max(c.n_samples for c in sweep) == 4_000_000
+    assert {c.n_features for c in sweep} == {5, 32, 128} and {c.n_outputs for c in sweep} == {1, 8}
+    assert {c.dtype for c in sweep} == {"float32", "float64"}
+
+
+def test_prepare_runs_one_epoch_and_skips_with_a_reason():
+    case = report.Case("W2", 300, 4, 2, "float64")
+    X, Y = report.make_problem(case)
+    assert X.shape == (300, 4) and Y.shape == (300, 2) and X.dtype == Y.dtype == np.float64
+    fn, note = report.prepare("linreg-cpu", case, (X, Y))
+    fn()
+    assert "gd" in note
+    with pytest.raises(report.Unavailable, match="scikit-learn"):
+        report.prepare("sklearn", case, (X, Y))
+    with pytest.raises(ValueError, match="provider"):
+        report.prepare("fortran", case, (X, Y))
+
+
+def test_report_parser_plugs_into_a_cli():
+    parser = argparse.ArgumentParser(prog="linreg")
+    report.add_report_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["report", "--quick", "--out", "somewhere", "--providers", "linreg-cpu,numpy"])
+    assert args.quick and args.out == "somewhere" and args.handler is report._handle
+
+
+def test_cold_start_measures_a_new_process():
+    cold = report.cold_start(compile_cost=False, repeats=1)
+    warm = cold["warm"]
+    assert 0 < warm["import"] <= warm["import+fit"] <= warm["process"]
+    assert warm["torch imported"] is False
