@@ -77,6 +77,8 @@ PARALLEL_MIN_WORK = 1 << 18
 # Not "nnan"/"ninf" (or fastmath=True): they let LLVM delete NaN checks.
 _FASTMATH = {"reassoc", "contract"}
 _SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+#: A loss this many times the fit's first loss is divergence: training stops long before overflow.
+EXPLOSION_FACTOR = 1e10
 # Compile-time constants of the kernels (not patched by tests; see benchmarks/README.md for how they were chosen).
 #: Up to this many features (with one output) the kernels are specialised on n_features: the
 #: feature loops unroll, w and dW live in registers, and LLVM vectorises across rows instead.
@@ -478,9 +480,11 @@ def _gd_epochs(X, Y, W, b, lr, loss_history, start, stop, dW, db, W_prev, b_prev
     """Full-batch gradient descent for epochs [start, stop), the seeds' loop compiled.
 
     ``loss_history[e]`` is the loss before epoch e's update (as the seeds print
-    it). The update is ``W -= dW * lr`` in W's dtype, as torch does it. Stops at
-    the first non-finite loss, restoring the parameters of the previous epoch,
-    whose loss was finite; returns the number of epochs whose loss was finite.
+    it; entries before ``start`` are those of earlier calls). The update is
+    ``W -= dW * lr`` in W's dtype, as torch does it. Stops at the first
+    non-finite or exploding loss, restoring the parameters of the previous epoch
+    (``W_prev``, kept across calls), whose loss was finite; returns the number
+    of epochs completed.
     """
     n_samples, n_features = X.shape
     # Small specialised problems (seed 000's) keep a transposed float64 copy for all epochs: one
@@ -501,8 +505,10 @@ def _gd_epochs(X, Y, W, b, lr, loss_history, start, stop, dW, db, W_prev, b_prev
             value = _loss_grad(X, Y, W, b, dW, db, parallel, chunk_rows, n_chunks,
                                residuals, dW_parts, db_parts, loss_parts)
         loss_history[epoch] = value
-        if not np.isfinite(value):
-            if epoch > start:
+        # Divergence: a non-finite loss, or one EXPLOSION_FACTOR times the first (caught long before overflow).
+        first = loss_history[0] if epoch > 0 else value
+        if not np.isfinite(value) or (first > 0 and value > EXPLOSION_FACTOR * first):
+            if epoch > 0:
                 W[:] = W_prev
                 b[:] = b_prev
             return epoch - start
@@ -532,6 +538,9 @@ class Workspace:
         self.loss_parts = np.zeros(self.n_chunks)
         self.dW = np.zeros((n_outputs, n_features), dtype=dtype)
         self.db = np.zeros(n_outputs, dtype=dtype)
+        # The parameters before the last update, kept across gd() calls to restore on divergence.
+        self.W_prev: np.ndarray | None = None
+        self.b_prev: np.ndarray | None = None
 
     def chunk_args(self) -> tuple:
         return (self.parallel, self.chunk_rows, self.n_chunks,
@@ -628,5 +637,7 @@ def gd(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray, lr: float,
     launch_threads()
     if work.shape != (X.shape[0], X.shape[1], W.shape[0]):
         raise ValueError(f"workspace was made for {work.shape}, not {(X.shape[0], X.shape[1], W.shape[0])}")
+    if work.W_prev is None or work.W_prev.shape != W.shape or work.W_prev.dtype != W.dtype:
+        work.W_prev, work.b_prev = W.copy(), b.copy()
     return int(_gd_epochs(X, Y, W, b, dtype.type(lr), loss_history, start, stop, work.dW, work.db,
-                          np.empty_like(W), np.empty_like(b), *work.chunk_args()))
+                          work.W_prev, work.b_prev, *work.chunk_args()))

@@ -56,7 +56,8 @@ C_OPTIMIZER, C_PENALTY, C_N_ITER_NO_CHANGE, C_EARLY_STOPPING, C_ADAPTIVE, C_BATC
 N_CONFIG = 11
 # Layout of the int64 counters and float64 scalars that persist between calls (and partial_fit calls).
 K_STEP, K_EPOCH, K_NO_IMPROVE, K_STOP = range(4)
-S_BEST, S_LR_FACTOR = range(2)
+S_BEST, S_LR_FACTOR, S_FIRST_LOSS = range(3)
+EXPLOSION_FACTOR = cpu.EXPLOSION_FACTOR
 
 _FASTMATH = {"reassoc", "contract"}
 
@@ -376,15 +377,25 @@ def _to_optimizer_space(dW, db, mu, sigma, standardize):
 
 
 @njit(cache=True)
-def _apply_step(W, b, dW, db, value, hyper, config, buffers_W, buffers_b, counters, lr, prev_W, prev_b):
+def _diverged(value, scalars):
+    """Non-finite, or EXPLOSION_FACTOR times the first objective of the fit (caught long before overflow)."""
+    if np.isnan(scalars[S_FIRST_LOSS]):
+        scalars[S_FIRST_LOSS] = value
+    first = scalars[S_FIRST_LOSS]
+    return not np.isfinite(value) or (first > 0 and value > EXPLOSION_FACTOR * first)
+
+
+@njit(cache=True)
+def _apply_step(W, b, dW, db, value, hyper, config, buffers_W, buffers_b, counters, scalars, lr, prev_W, prev_b):
     """Penalty, then one optimiser step from the data gradients (dW, db) in the optimiser's space.
 
-    Returns the objective (data loss + penalty) at the parameters before the step.
-    A non-finite objective takes no step (the caller stops training).
+    Returns the objective (data loss + penalty) at the parameters before the step
+    and whether the step was taken: a diverged objective (``_diverged``) takes
+    none, and the caller stops training and restores ``prev_W``/``prev_b``.
     """
     value += _penalty(W, dW, config[C_PENALTY], hyper[H_ALPHA], hyper[H_L1_RATIO])
-    if not np.isfinite(value):
-        return value
+    if _diverged(value, scalars):
+        return value, False
     prev_W[:] = W
     prev_b[:] = b
     counters[K_STEP] += 1
@@ -392,7 +403,7 @@ def _apply_step(W, b, dW, db, value, hyper, config, buffers_W, buffers_b, counte
     _optimizer_step(W.reshape(-1), dW.reshape(-1), buffers_W.reshape(4, -1), step, lr, config[C_OPTIMIZER], hyper,
                     True)
     _optimizer_step(b, db, buffers_b, step, lr, config[C_OPTIMIZER], hyper, False)
-    return value
+    return value, True
 
 
 @njit(cache=True)
@@ -432,8 +443,9 @@ def _train_epochs(X, Y, rows, weights, val_rows, W, b, mu, sigma, hyper, config,
             value, batch_weight = _batch(X, Y, rows if config[C_GRAM] != 0 else batch_rows, weights,
                                          batch_rows, start, stop, W, b, mu, sigma, config, layouts, Wk, bk,
                                          W_eff, b_eff, dW, db, G, C, yy, weight_total, work)
-            value = _apply_step(W, b, dW, db, value, hyper, config, buffers_W, buffers_b, counters, lr, prev_W, prev_b)
-            if not np.isfinite(value):
+            value, stepped = _apply_step(W, b, dW, db, value, hyper, config, buffers_W, buffers_b, counters, scalars,
+                                         lr, prev_W, prev_b)
+            if not stepped:
                 if counters[K_STEP] > 0:
                     W[:] = prev_W
                     b[:] = prev_b

@@ -33,7 +33,7 @@ class EngineState:
         self.buffers_W = np.zeros((4, n_outputs, n_features))
         self.buffers_b = np.zeros((4, n_outputs))
         self.counters = np.zeros(4, np.int64)
-        self.scalars = np.array([np.inf, 1.0])
+        self.scalars = np.array([np.inf, 1.0, np.nan])  # best metric, lr factor, first loss
 
     def original_units(self) -> tuple[np.ndarray, np.ndarray]:
         """(W, b) of the model on the original features, float64."""
@@ -97,6 +97,7 @@ class Stepper:
         self.kernel_W = np.empty((n_outputs, n_features), dtype)
         self.kernel_b = np.empty(n_outputs, dtype)
         self.prev = (state.W.copy(), state.b.copy())
+        self.diverged = False
 
     def kernel_params(self) -> tuple[np.ndarray, np.ndarray]:
         """The parameters in original units and the data's dtype: what the streaming kernels take."""
@@ -106,7 +107,11 @@ class Stepper:
         return self.kernel_W, self.kernel_b
 
     def step(self, sums: np.ndarray, lr: float) -> float:
-        """One step from ``sums`` (see ``batch_sums``); returns the objective before it (non-finite: no step)."""
+        """One step from ``sums`` (see ``batch_sums``); returns the objective before it.
+
+        A diverged objective (non-finite, or EXPLOSION_FACTOR times the first) takes no step and
+        sets ``diverged``: stop, and ``restore_previous()`` to keep the last finite parameters.
+        """
         s = self.state
         n_outputs, n_features = s.W.shape
         loss_sum, weight_sum = sums[0], sums[1]
@@ -114,8 +119,11 @@ class Stepper:
         dW = sums[2:2 + n_outputs * n_features].reshape(n_outputs, n_features) * scale
         db = sums[2 + n_outputs * n_features:] * scale
         cpu_train._to_optimizer_space(dW, db, s.mu, s.sigma, s.standardize)
-        return float(cpu_train._apply_step(s.W, s.b, dW, db, loss_sum / (n_outputs * weight_sum), self.hyper,
-                                           self.config, s.buffers_W, s.buffers_b, s.counters, lr, *self.prev))
+        value, stepped = cpu_train._apply_step(s.W, s.b, dW, db, loss_sum / (n_outputs * weight_sum), self.hyper,
+                                               self.config, s.buffers_W, s.buffers_b, s.counters, s.scalars, lr,
+                                               *self.prev)
+        self.diverged = not stepped
+        return float(value)
 
     def restore_previous(self) -> None:
         """Back to the parameters before the last step (after a non-finite objective)."""
@@ -201,6 +209,28 @@ class EngineRun(GDRun):
         self.n_done += int(done)
         self.diverged = self.stop_code == cpu_train.STOP_DIVERGED
         return int(done)
+
+    _STATE_ARRAYS = ("W", "b", "buffers_W", "buffers_b", "counters", "scalars")
+
+    def state_dict(self):
+        state = {name: getattr(self.state, name).copy() for name in self._STATE_ARRAYS}
+        state.update(best_W=self.best[0].copy(), best_b=self.best[1].copy(), prev_W=self.prev[0].copy(),
+                     prev_b=self.prev[1].copy(), loss_history=self.loss_history[: self.n_done].copy(),
+                     val_history=self.val_history[: self.n_done].copy())
+        return state
+
+    def load_state_dict(self, state):
+        for name in self._STATE_ARRAYS:
+            getattr(self.state, name)[...] = state[name]
+        for target, name in ((self.best[0], "best_W"), (self.best[1], "best_b"), (self.prev[0], "prev_W"),
+                             (self.prev[1], "prev_b")):
+            target[...] = state[name]
+        n_done = int(state["loss_history"].shape[0])
+        if n_done > self.epochs:
+            raise ValueError(f"the checkpoint has {n_done} epochs done, more than this fit's epochs ({self.epochs})")
+        self.loss_history[:n_done] = state["loss_history"]
+        self.val_history[:n_done] = state["val_history"]
+        self.n_done = n_done
 
     def result(self):
         W, b = self.state.original_units()

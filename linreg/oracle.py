@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from kernels.cpu import EXPLOSION_FACTOR
+
 
 def _torch():
     try:
@@ -56,7 +58,8 @@ class SeedLoop:
         preds = model(inputs); loss = mse(preds, targets); loss.backward()
         with torch.no_grad(): w -= w.grad * lr; b -= b.grad * lr; zero grads
 
-    recording ``loss.item()`` before each update, as seed 003 prints it.
+    recording ``loss.item()`` before each update, as seed 003 prints it. Unlike
+    the notebooks, it stops at a non-finite or exploding loss, as our kernels do.
     Shapes are passed through as given (seed 000 uses a 1-D w and y).
     """
 
@@ -72,7 +75,7 @@ class SeedLoop:
         self.diverged = False
 
     def advance(self, n_epochs: int) -> int:
-        """Run up to n_epochs; stop at a non-finite loss (restoring the last finite parameters)."""
+        """Run up to n_epochs; stop at a non-finite or exploding loss (restoring the previous parameters)."""
         torch = self._torch
         w, b, lr = self.w, self.b, self.lr
         for done in range(n_epochs):
@@ -80,7 +83,8 @@ class SeedLoop:
             loss = mse(preds, self.targets)
             value = loss.item()
             self.history.append(value)
-            if not np.isfinite(value):
+            first = self.history[0]
+            if not np.isfinite(value) or (first > 0 and value > EXPLOSION_FACTOR * first):
                 self.diverged = True
                 if len(self.history) > 1:
                     with torch.no_grad():
