@@ -38,6 +38,21 @@ class GDRun(ABC):
     def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Host copies of ``(W, b, loss_history)``; the history holds every loss computed."""
 
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Everything needed to continue this run bit-exactly (host arrays); see ``load_state_dict``."""
+        raise NotImplementedError(f"{type(self).__name__} does not support checkpoints")
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Continue from ``state`` (from ``state_dict`` of a run with the same data and options)."""
+        raise NotImplementedError(f"{type(self).__name__} does not support checkpoints")
+
+
+def _copy_history(target: np.ndarray, history: np.ndarray) -> None:
+    if history.shape[0] > target.shape[0]:
+        raise ValueError(f"the checkpoint has {history.shape[0]} epochs done, more than this fit's epochs "
+                         f"({target.shape[0]})")
+    target[: history.shape[0]] = history
+
 
 class Backend(ABC):
     name: str
@@ -75,6 +90,14 @@ class _CpuRun(GDRun):
         n_history = getattr(self, "n_history", self.n_done)
         return self.W.copy(), self.b.copy(), self.loss_history[:n_history].copy()
 
+    def state_dict(self):
+        return {"W": self.W.copy(), "b": self.b.copy(), "loss_history": self.loss_history[: self.n_done].copy()}
+
+    def load_state_dict(self, state):
+        self.W[:], self.b[:] = state["W"], state["b"]
+        _copy_history(self.loss_history, state["loss_history"])
+        self.n_done = int(state["loss_history"].shape[0])
+
 
 class CpuBackend(Backend):
     """Our parallel Numba CPU kernels (``kernels.cpu``)."""
@@ -105,6 +128,19 @@ class _TorchRun(GDRun):
     def result(self):
         W, b = self.loop.params()
         return W, b, np.asarray(self.loop.history, dtype=np.float64)
+
+    def state_dict(self):
+        W, b = self.loop.params()
+        return {"W": W, "b": b, "loss_history": np.asarray(self.loop.history, dtype=np.float64)}
+
+    def load_state_dict(self, state):
+        import torch
+
+        with torch.no_grad():
+            self.loop.w.copy_(torch.from_numpy(state["W"]))
+            self.loop.b.copy_(torch.from_numpy(state["b"]))
+        self.loop.history = [float(v) for v in state["loss_history"]]
+        self.n_done = len(self.loop.history)
 
 
 class TorchBackend(Backend):

@@ -169,16 +169,30 @@ def _estimator_params(args: argparse.Namespace) -> dict:
     params["lr"] = args.lr
     params["random_state"] = args.seed
     params["progress"] = not args.no_progress
+    params["checkpoint_path"] = args.checkpoint
+    params["checkpoint_every"] = args.checkpoint_every
     return params
 
 
-def _fit(params: dict, X, y) -> tuple[LinearRegressor, float]:
+class Interrupted(Exception):
+    """Ctrl-C during a fit; carries the model, which holds the last completed epoch."""
+
+    def __init__(self, model: LinearRegressor, message: str) -> None:
+        super().__init__(message)
+        self.model = model
+
+
+def _fit(params: dict, X, y, resume: bool = False) -> tuple[LinearRegressor, float]:
     model = LinearRegressor(**params)
     start = time.perf_counter()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("always")
-            model.fit(X, y)
+            model.fit(X, y, resume=resume)
+    except KeyboardInterrupt as interrupt:
+        if not hasattr(model, "coef_"):
+            raise
+        raise Interrupted(model, str(interrupt)) from None
     except (ValueError, TypeError) as error:
         if isinstance(error, DivergenceError):
             raise
@@ -197,9 +211,10 @@ def _train(args: argparse.Namespace) -> int:
           f"solver={args.solver}, lr={args.lr}, init={args.init}", flush=True)
     runs = []
     try:
-        model, seconds = _fit(params, X, y)
+        model, seconds = _fit(params, X, y, resume=args.resume)
         label = "this run"
-        compare = (truth is not None and not args.no_compare and not args.standardize and args.lr != "auto")
+        compare = (truth is not None and not args.no_compare and not args.standardize and args.lr != "auto"
+                   and args.checkpoint is None)
         if compare:
             label = f"lr={args.lr:g}, {args.epochs} epochs"
         runs.append((label, model, seconds))
@@ -209,6 +224,14 @@ def _train(args: argparse.Namespace) -> int:
     except DivergenceError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except Interrupted as interrupt:
+        print(f"interrupted: {interrupt}", file=sys.stderr)
+        if args.save:
+            interrupt.model.save(args.save)
+            print(f"model of the last completed epoch written to {args.save}", file=sys.stderr)
+        if args.checkpoint:
+            print(f"continue with the same command and --resume (checkpoint {args.checkpoint})", file=sys.stderr)
+        return 130
     print(result_table(runs, truth))
     if args.plot:
         plot_loss([(label, m.loss_history_) for label, m, _ in runs], Path(args.plot), f"{args.dataset}")
@@ -306,6 +329,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("--no-compare", action="store_true",
                        help="on seed-linear, skip the improved run shown beside the configured one")
+    train.add_argument("--checkpoint", metavar="NPZ",
+                       help="write the run's whole state here (atomically) every --checkpoint-every epochs, "
+                            "on Ctrl-C and at the end")
+    train.add_argument("--checkpoint-every", type=_positive_int, default=None, metavar="N")
+    train.add_argument("--resume", action="store_true",
+                       help="continue from --checkpoint (same data and options; the result equals an "
+                            "uninterrupted run)")
     add_estimator_flags(train)
     train.set_defaults(handler=_train)
     return parser

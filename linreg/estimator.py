@@ -21,7 +21,9 @@ from linreg.training import ConvergenceWarning, Spec
 
 INITS = ("ones", "zeros", "randn")
 #: What ``stop_reason_`` can say.
-STOP_REASONS = {0: "epochs", 1: "tol", 2: "early_stopping", 3: "adaptive", 4: "diverged"}
+STOP_REASONS = {0: "epochs", 1: "tol", 2: "early_stopping", 3: "adaptive", 4: "diverged", 5: "interrupted"}
+#: Target wall time of one block of epochs between checks for Ctrl-C, progress and checkpoints.
+BLOCK_SECONDS = 0.25
 
 
 class DivergenceError(FloatingPointError):
@@ -61,6 +63,7 @@ class LinearRegressor:
     warm_start : bool                    start fit from the previous coef_ and intercept_
     random_state : int or None           seeds init="randn", the shuffle and the validation split
     progress : bool                      tqdm progress bar with the live loss
+    checkpoint_every, checkpoint_path    write the run's whole state every N epochs (atomically); fit(resume=True)
 
     Attributes
     ----------
@@ -80,7 +83,8 @@ class LinearRegressor:
                  t_max: int | None = None, eta_min: float = 0.0, tol: float | None = None,
                  n_iter_no_change: int = 5, early_stopping: bool = False, validation_fraction: float = 0.1,
                  standardize: bool = False, init: str | tuple = "ones", backend: str = "cpu",
-                 warm_start: bool = False, random_state: int | None = None, progress: bool = False) -> None:
+                 warm_start: bool = False, random_state: int | None = None, progress: bool = False,
+                 checkpoint_every: int | None = None, checkpoint_path: str | None = None) -> None:
         self.epochs = epochs
         self.lr = lr
         self.solver = solver
@@ -113,6 +117,8 @@ class LinearRegressor:
         self.warm_start = warm_start
         self.random_state = random_state
         self.progress = progress
+        self.checkpoint_every = checkpoint_every
+        self.checkpoint_path = checkpoint_path
 
     # -- scikit-learn's estimator protocol ----------------------------------------------------
     @classmethod
@@ -155,6 +161,10 @@ class LinearRegressor:
             raise TypeError(f"init must be one of {INITS} or a (W, b) pair of arrays, got {self.init!r}")
         if not isinstance(self.warm_start, bool) or not isinstance(self.progress, bool):
             raise TypeError("warm_start and progress must be True or False")
+        if self.checkpoint_every is not None:
+            check.check_positive(self.checkpoint_every, "checkpoint_every", integer=True)
+            if self.checkpoint_path is None:
+                raise ValueError("checkpoint_every needs checkpoint_path, the file to write the checkpoints to")
         if self.random_state is not None and not isinstance(self.random_state, int | np.integer):
             raise TypeError(f"random_state must be an int or None, got {self.random_state!r}")
         return spec
@@ -197,12 +207,18 @@ class LinearRegressor:
         return int(self.random_state)
 
     # -- fitting ------------------------------------------------------------------------------
-    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> LinearRegressor:
+    def fit(self, X: Any, y: Any, sample_weight: Any = None, *, resume: bool = False) -> LinearRegressor:
         """Train on X (n_samples, n_features) and y (n_samples,) or (n_samples, n_outputs).
 
         ``sample_weight`` (n_samples,), non-negative: each sample's share of the loss.
-        Raises DivergenceError if the loss becomes non-finite; the fitted
-        attributes then hold the last finite parameters and the history so far.
+        ``resume=True`` continues from the checkpoint at ``checkpoint_path`` (made
+        by a fit with the same data and options, epochs aside) and ends exactly
+        where an uninterrupted fit would; without a checkpoint file it starts fresh.
+
+        Raises DivergenceError if the loss becomes non-finite or explodes; the
+        fitted attributes then hold the last finite parameters and the history so
+        far. On Ctrl-C (KeyboardInterrupt) they hold the last completed epoch, a
+        checkpoint is written if one is configured, and the interrupt is re-raised.
         """
         spec = self._spec()
         X2, Y2, weights = self._check_data(X, y, sample_weight)
@@ -212,7 +228,9 @@ class LinearRegressor:
         W0, b0 = self._initial_params(n_features, n_outputs, X2.dtype)
         backend = get_backend(self.backend)
         unsupported = spec.non_plain_options() + (["sample_weight"] if weights is not None else [])
-        seed = self._seed()
+        checkpoint = self._checkpoint_setup(resume, X2, Y2, weights)
+        seed = checkpoint["seed"] if checkpoint.get("meta") else self._seed()
+        checkpoint["seed"] = seed
 
         if not unsupported:
             run = backend.start_gd(X2, Y2, W0, b0, float(spec.lr), spec.epochs)
@@ -224,10 +242,42 @@ class LinearRegressor:
             return self._fit_normal(spec, X2, Y2, weights, one_output, backend)
         else:
             run, lr_used = self._start_engine(spec, X2, Y2, weights, W0, b0, seed)
+        if checkpoint.get("meta"):
+            run.load_state_dict(checkpoint["state"])
+            lr_used = checkpoint["meta"]["lr"]
+        checkpoint["lr"] = lr_used
 
-        self._run_epochs(run, spec.epochs)
-        self._finish(run, backend, one_output, n_features, X2.dtype, lr_used)
+        interrupted = self._run_epochs(run, spec.epochs, checkpoint)
+        self._finish(run, backend, one_output, n_features, X2.dtype, lr_used, interrupted)
         return self
+
+    def _checkpoint_setup(self, resume: bool, X, Y, weights) -> dict:
+        """What the block loop needs to write checkpoints, and the checkpoint to resume from, if any."""
+        from linreg import checkpoint as checkpoints
+
+        if not isinstance(resume, bool):
+            raise TypeError(f"resume must be True or False, got {resume!r}")
+        if resume and self.checkpoint_path is None:
+            raise ValueError("resume=True reads the checkpoint at checkpoint_path: set checkpoint_path")
+        if self.checkpoint_path is None:
+            return {}
+        setup = {"path": self.checkpoint_path, "every": self.checkpoint_every,
+                 "data": checkpoints.fingerprint(X, Y, weights)}
+        if resume:
+            try:
+                setup["meta"], setup["state"] = checkpoints.load(self.checkpoint_path, params=self.get_params(),
+                                                                 data=setup["data"])
+                setup["seed"] = setup["meta"]["seed"]
+            except FileNotFoundError:
+                warnings.warn(f"no checkpoint at {self.checkpoint_path}: starting from scratch", UserWarning,
+                              stacklevel=3)
+        return setup
+
+    def _write_checkpoint(self, run, checkpoint: dict) -> None:
+        from linreg import checkpoint as checkpoints
+
+        checkpoints.save(checkpoint["path"], params=self.get_params(), state=run.state_dict(),
+                         seed=checkpoint["seed"], lr=checkpoint["lr"], data=checkpoint["data"], n_done=run.n_done)
 
     def _start_engine(self, spec: Spec, X: np.ndarray, Y: np.ndarray, weights, W0, b0, seed: int):
         from kernels import cpu_train
@@ -281,26 +331,60 @@ class LinearRegressor:
                          one_output, n_features, None)
         return self
 
-    def _run_epochs(self, run, epochs: int) -> None:
-        if not self.progress:
-            run.advance(epochs)
-            return
-        from tqdm.auto import tqdm
+    def _run_epochs(self, run, epochs: int, checkpoint: dict) -> bool:
+        """Advance ``run`` to ``epochs`` in blocks of about BLOCK_SECONDS; return True if interrupted.
 
-        block = max(1, epochs // 100)
-        with tqdm(total=epochs, desc=f"fit ({self.backend})", unit="epoch") as bar:
-            while run.n_done < epochs and not run.diverged:
-                done = run.advance(min(block, epochs - run.n_done))
-                bar.update(done)
-                history = run.result()[2]
-                if len(history):
-                    bar.set_postfix(loss=f"{history[-1]:.6g}", refresh=False)
-                if done == 0:  # a stopping rule ended the run
-                    break
+        Between blocks (never inside the compiled loop): Ctrl-C is noticed, the
+        progress bar and checkpoints are updated. Blocks grow from a few epochs to
+        BLOCK_SECONDS' worth, so a fast fit still makes only a couple of calls.
+        """
+        import time
 
-    def _finish(self, run, backend, one_output: bool, n_features: int, dtype: np.dtype, lr: float) -> None:
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=epochs, initial=run.n_done, desc=f"fit ({self.backend})", unit="epoch")
+        every = checkpoint.get("every")
+        block = 4
+        try:
+            with _interrupt_flag() as interrupt:
+                while run.n_done < epochs and not run.diverged:
+                    size = min(block, epochs - run.n_done)
+                    if bar is not None:
+                        size = min(size, max(1, epochs // 100))
+                    if every:
+                        size = min(size, every - run.n_done % every)
+                    start = time.perf_counter()
+                    done = run.advance(size)
+                    elapsed = time.perf_counter() - start
+                    block = int(min(max(1, block * 8), max(1, size * BLOCK_SECONDS / max(elapsed, 1e-9))))
+                    if bar is not None:
+                        bar.update(done)
+                        history = run.result()[2]
+                        if len(history):
+                            bar.set_postfix(loss=f"{history[-1]:.6g}", refresh=False)
+                    if every and done and run.n_done % every == 0 and not run.diverged:
+                        self._write_checkpoint(run, checkpoint)
+                    if interrupt.is_set():
+                        if checkpoint.get("path"):
+                            self._write_checkpoint(run, checkpoint)
+                        return True
+                    if done < size:  # a stopping rule or divergence ended the run
+                        break
+        finally:
+            if bar is not None:
+                bar.close()
+        if checkpoint.get("path") and not run.diverged:
+            self._write_checkpoint(run, checkpoint)
+        return False
+
+    def _finish(self, run, backend, one_output: bool, n_features: int, dtype: np.dtype, lr: float,
+                interrupted: bool = False) -> None:
         W, b, history = run.result()
         stop_code = getattr(run, "stop_code", 4 if run.diverged else 0)
+        if interrupted:
+            stop_code = 5
         val_history = getattr(run, "val_history", None)
         if val_history is not None and self.early_stopping:
             val_history = val_history[: run.n_done].copy()
@@ -310,10 +394,17 @@ class LinearRegressor:
                          STOP_REASONS[stop_code], backend, one_output, n_features, val_history)
         self.lr_ = lr
         self._engine_run = run if hasattr(run, "state") else None
+        if interrupted:
+            where = f"; checkpoint written to {self.checkpoint_path}" if self.checkpoint_path else ""
+            raise KeyboardInterrupt(f"fit interrupted after epoch {run.n_done}: the model holds that epoch's "
+                                    f"parameters and history{where}")
         if run.diverged:
+            value = history[-1] if len(history) > run.n_done else float("nan")
+            kind = "became non-finite" if not np.isfinite(value) else "exploded"
             raise DivergenceError(
-                f"loss became non-finite ({history[-1]}) at epoch {run.n_done} with lr={lr:g}; "
-                f"the model keeps the parameters before the last step (last finite loss). "
+                f"loss {kind} ({value:.6g}) at epoch {run.n_done} with lr={lr:g}; the model keeps the "
+                f"parameters before the last step (its loss was the last finite one, "
+                f"{self.loss_history_[-1] if run.n_done else float('nan'):.6g}). "
                 "Try standardize=True, lr='auto' or a smaller lr."
             )
         uses_tol = self.tol is not None or self.early_stopping
@@ -427,6 +518,40 @@ class LinearRegressor:
         from linreg.persistence import save
 
         save(self, path)
+
+
+class _interrupt_flag:
+    """While active, Ctrl-C sets a flag instead of raising in the middle of a block (main thread only).
+
+    A second Ctrl-C raises at once. Outside the main thread, or when the program
+    has its own SIGINT handler, nothing changes.
+    """
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        self._set = False
+        self._installed = (threading.current_thread() is threading.main_thread()
+                           and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+        if self._installed:
+            def handler(signum, frame):
+                if self._set:
+                    raise KeyboardInterrupt
+                self._set = True
+
+            self._previous = signal.signal(signal.SIGINT, handler)
+        return self
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def __exit__(self, *exc):
+        if self._installed:
+            import signal
+
+            signal.signal(signal.SIGINT, self._previous)
+        return False
 
 
 def _feature_names(X: Any) -> np.ndarray | None:

@@ -48,8 +48,12 @@ def save(model, path: str | os.PathLike) -> None:
         "feature_names": None if names is None else [str(n) for n in names],
     }
     arrays["meta"] = np.array(json.dumps(meta))
+    atomic_savez(path, arrays)
+
+
+def atomic_savez(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
+    """np.savez to a temporary file in the same directory, then rename: a reader never sees half a file."""
     path = Path(path)
-    # Write to a temporary file in the same directory, then rename: a reader never sees half a file.
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as stream:
