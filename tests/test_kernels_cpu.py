@@ -174,16 +174,38 @@ def test_gd_in_blocks_equals_gd_at_once():
     np.testing.assert_array_equal(once_W, block_W)
 
 
-def test_gd_stops_at_non_finite_loss_and_keeps_last_finite_parameters():
+@pytest.mark.parametrize("blocks", [1, 3])
+def test_gd_stops_at_divergence_and_keeps_last_finite_parameters(blocks):
+    """Non-finite or EXPLOSION_FACTOR x the first loss: stop, restore the previous epoch's parameters,
+    also when the divergence falls on the first epoch of a later call (the loop runs in blocks)."""
     X, Y, W, b = random_problem(50, 3, 1, np.float64)
-    X *= 1e3
+    X *= 30
     history = np.zeros(1000)
-    done = cpu.gd(X, Y, W, b, 10.0, history)
-    assert 0 < done < 1000
-    assert np.isfinite(history[:done]).all() and not np.isfinite(history[done])
+    work = cpu.Workspace(50, 3, 1, np.float64)
+    done = 0
+    for stop in np.linspace(0, 1000, blocks + 1).astype(int)[1:] if blocks > 1 else [1000]:
+        done += cpu.gd(X, Y, W, b, 0.03, history, done, stop, work)
+        if done < stop:
+            break
+    assert 1 < done < 1000
+    assert np.isfinite(history[:done]).all()
+    assert not np.isfinite(history[done]) or history[done] > cpu.EXPLOSION_FACTOR * history[0]
     assert np.isfinite(W).all() and np.isfinite(b).all()
-    # The kept parameters are those whose loss is the last finite one.
+    # The kept parameters are those whose loss is the last one accepted.
     assert cpu.loss(X, Y, W, b) == pytest.approx(history[done - 1], rel=1e-12)
+
+
+def test_gd_divergence_at_the_start_of_a_later_call_restores_too():
+    X, Y, W, b = random_problem(50, 3, 1, np.float64)
+    X *= 30
+    history = np.zeros(100)
+    probe_W, probe_b = W.copy(), b.copy()
+    done = cpu.gd(X, Y, probe_W, probe_b, 0.03, history.copy())
+    work = cpu.Workspace(50, 3, 1, np.float64)
+    cpu.gd(X, Y, W, b, 0.03, history, 0, done, work)  # stop just before the divergence
+    assert cpu.gd(X, Y, W, b, 0.03, history, done, 100, work) == 0
+    np.testing.assert_array_equal(W, probe_W)
+    np.testing.assert_array_equal(b, probe_b)
 
 
 @pytest.mark.parametrize("call, error, match", [
