@@ -104,8 +104,8 @@ __all__ = [
     "unavailable_reason",
 ]
 
-#: Threads per block of every kernel. 128 keeps the register-path kernels
-#: (up to ~128 registers a thread) at 4+ resident blocks per SM.
+#: Threads per block of every kernel. With the 8x4 register kernel's ~130 registers a
+#: thread, 128-thread blocks still fit 3 to an SM (kernels.report has the counts).
 THREADS_PER_BLOCK = 128
 #: Minimum rows per block, so each thread of the register path sums >= 16 rows
 #: and the partial buffer stays small next to X.
