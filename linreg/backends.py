@@ -161,7 +161,10 @@ class TorchBackend(Backend):
                          torch.from_numpy(b.astype(X.dtype))).numpy()
 
 
-BACKENDS: dict[str, type[Backend]] = {"cpu": CpuBackend, "torch": TorchBackend}
+# Defined after Backend and GDRun, which it subclasses; importing it does not import numba.cuda.
+from linreg.cuda_backend import CudaBackend  # noqa: E402
+
+BACKENDS: dict[str, type[Backend]] = {"cpu": CpuBackend, "torch": TorchBackend, "cuda": CudaBackend}
 
 
 def get_backend(name: str) -> Backend:

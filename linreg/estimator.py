@@ -59,7 +59,8 @@ class LinearRegressor:
     early_stopping, validation_fraction  stop on a held-out fraction's loss; keep the best parameters
     standardize : bool                   fit on standardised features, report coef_ in original units
     init : "ones" | "zeros" | "randn" | (W, b)
-    backend : "cpu" | "torch"            "torch": the seeds' autograd loop (plain full-batch GD only)
+    backend : "cpu" | "torch" | "cuda"   "torch": the seeds' autograd loop; "cuda": our numba-cuda kernels, the
+                                         loop on the GPU, host or device arrays (both plain full-batch GD only)
     warm_start : bool                    start fit from the previous coef_ and intercept_
     random_state : int or None           seeds init="randn", the shuffle and the validation split
     progress : bool                      tqdm progress bar with the live loss
@@ -195,6 +196,18 @@ class LinearRegressor:
         return W.reshape(shape).astype(dtype, copy=True), b.reshape(n_outputs).astype(dtype, copy=True)
 
     def _check_data(self, X: Any, y: Any, sample_weight: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        if self.backend == "cuda":
+            from linreg import cuda_backend
+
+            if cuda_backend.is_device_data(X, y):  # validated on the device and used in place
+                if sample_weight is not None:
+                    raise ValueError("sample_weight needs backend='cpu' and host data")
+                if self.checkpoint_path is not None:
+                    raise ValueError("checkpoints fingerprint the data on the host: pass host arrays, or no "
+                                     "checkpoint_path, with GPU data")
+                self._names_seen = None
+                X2, Y2 = cuda_backend.check_device_X_y(X, y)
+                return X2, Y2, None
         names = _feature_names(X)
         X2, Y2 = check.check_X_y(X, y)
         weights = check.check_sample_weight(sample_weight, X2.shape[0])
@@ -486,19 +499,35 @@ class LinearRegressor:
         if names is not None and fitted_names is not None and list(names) != list(fitted_names):
             raise ValueError(f"The feature names should match those that were passed during fit: fitted with "
                              f"{list(fitted_names)}, got {list(names)}")
-        X = check.check_X(X)
+        device = False
+        if self.backend == "cuda":
+            from linreg import cuda_backend
+
+            device = cuda_backend.is_device_data(X)
+        X = cuda_backend.check_device_X(X) if device else check.check_X(X)
         if X.shape[1] != self.n_features_in_:
             raise ValueError(f"X has {X.shape[1]} features, but LinearRegressor is expecting "
                              f"{self.n_features_in_} features as input")
         W = np.atleast_2d(self.coef_)
         b = np.atleast_1d(self.intercept_)
         dtype = np.promote_types(X.dtype, W.dtype)
-        P = self._backend.predict(X.astype(dtype, copy=False), W.astype(dtype), b.astype(dtype))
+        if device:
+            X = X if X.dtype == dtype else cuda_backend.require_cuda().cast(X, dtype)
+        else:
+            X = X.astype(dtype, copy=False)
+        P = self._backend.predict(X, W.astype(dtype), b.astype(dtype))
         return P[:, 0] if self._one_output else P
 
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
         """Coefficient of determination R^2, averaged uniformly over outputs (as scikit-learn)."""
         self._check_fitted()
+        if self.backend == "cuda":
+            from linreg import cuda_backend
+
+            if cuda_backend.is_device_data(X, y):  # R^2 is a small host computation: bring the data over
+                kernels = cuda_backend.require_cuda()
+                X, y = (kernels.to_host(kernels.as_device_array(a)) if cuda_backend.is_device_data(a) else a
+                        for a in (X, y))
         X2, Y2 = check.check_X_y(X, y)
         weights = check.check_sample_weight(sample_weight, X2.shape[0])
         n_outputs = 1 if self._one_output else np.shape(self.coef_)[0]

@@ -9,3 +9,6 @@ PYTHON=${PYTHON:-python}
 
 # Main suite: kernels against the torch oracle, trainer, CLI, bad input, PTX compile check.
 "$PYTHON" -m pytest tests "$@"
+
+# CUDA simulator suite: its own process, the variable set before numba is imported.
+NUMBA_ENABLE_CUDASIM=1 "$PYTHON" -m pytest tests/cuda "$@"

@@ -249,3 +249,27 @@ def test_device_validation_checks_shapes(X_shape, y_shape, message, small_grid):
 def test_device_validation_rejects_other_dtypes(small_grid):
     with pytest.raises(TypeError, match="float32 or float64"):
         check_device_X(cuda.to_device(np.ones((3, 2), np.complex64)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_estimator_takes_device_arrays_end_to_end(dtype, small_grid, transfers):
+    """fit, predict and score on device arrays through LinearRegressor: X and y are never copied in."""
+    X, y, options = problem("seed000", dtype)
+    host = fit("cuda", X, y, **options)
+    device_X, device_y = cuda.to_device(X), cuda.to_device(y)
+    transfers.clear()
+    model = fit("cuda", device_X, device_y, **options)
+    # Only the initial W (1x5) and b cross; X and y stay where they are.
+    assert transfers.to_device == [5 * np.dtype(dtype).itemsize, np.dtype(dtype).itemsize]
+    np.testing.assert_array_equal(model.coef_, host.coef_)
+    np.testing.assert_array_equal(model.loss_history_, host.loss_history_)
+    np.testing.assert_array_equal(model.predict(device_X), host.predict(X))
+    assert model.score(device_X, device_y) == host.score(X, y)
+    bad = X.copy()
+    bad[5, 2] = np.nan
+    with pytest.raises(ValueError, match=r"X contains nan at row 5, column 2"):
+        fit("cuda", cuda.to_device(bad), device_y, **options)
+    with pytest.raises(ValueError, match="sample_weight needs backend='cpu'"):
+        LinearRegressor(backend="cuda").fit(device_X, device_y, sample_weight=np.ones(len(X)))
+    with pytest.raises(ValueError, match="X has 4 features, but LinearRegressor is expecting 5"):
+        model.predict(cuda.to_device(np.ascontiguousarray(X[:, :4])))
