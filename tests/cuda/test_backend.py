@@ -273,3 +273,11 @@ def test_estimator_takes_device_arrays_end_to_end(dtype, small_grid, transfers):
         LinearRegressor(backend="cuda").fit(device_X, device_y, sample_weight=np.ones(len(X)))
     with pytest.raises(ValueError, match="X has 4 features, but LinearRegressor is expecting 5"):
         model.predict(cuda.to_device(np.ascontiguousarray(X[:, :4])))
+
+
+def test_reruns_are_bit_identical(small_grid):
+    """Deterministic reductions: the same fit twice gives the same bits (block partials in a fixed order)."""
+    X, y, options = problem("wide", np.float32)
+    first, second = fit("cuda", X, y, **options), fit("cuda", X, y, **options)
+    np.testing.assert_array_equal(first.coef_, second.coef_)
+    np.testing.assert_array_equal(first.loss_history_, second.loss_history_)
