@@ -252,8 +252,6 @@ def _estimator_params(args: argparse.Namespace, show_progress: bool) -> dict:
     params = {name: getattr(args, name) for name in cli.ESTIMATOR_FLAGS}
     params.update(betas=tuple(args.betas), lr=args.lr, random_state=args.seed,
                   progress=show_progress and not args.no_progress)
-    if getattr(args, "checkpoint", None) is not None:
-        params["checkpoint_path"] = args.checkpoint  # refused with a clear error by the streaming fit
     return params
 
 
@@ -264,6 +262,9 @@ def run_from_cli(args: argparse.Namespace) -> int:
     if args.target_file is None or getattr(args, "target", None) is not None:
         raise cli.CliError("streaming (out-of-core or --distributed) training reads features and targets from two "
                            ".npy files: give --dataset X.npy --target-file y.npy (and no --target)")
+    if getattr(args, "resume", False) or getattr(args, "checkpoint", None) is not None:
+        raise cli.CliError("--checkpoint and --resume are not supported with --target-file / --distributed "
+                           "(streaming) training yet")
     if not np.isfinite(args.chunk_mb) or args.chunk_mb <= 0:
         raise cli.CliError(f"--chunk-mb must be a positive number of MiB, got {args.chunk_mb}")
     dist = None

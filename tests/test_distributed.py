@@ -304,10 +304,11 @@ def test_shards_and_batches_are_checked():
 
 
 def train_parser():
-    """``linreg train``'s parser with this module's flags added, as the integration into linreg/cli.py does."""
+    """``linreg train``'s parser with this module's flags, added here unless linreg/cli.py already adds them."""
     parser = cli.build_parser()
     train = next(action for action in parser._subparsers._group_actions if action.dest == "command").choices["train"]
-    distributed.add_cli_arguments(train)
+    if "--target-file" not in train._option_string_actions:
+        distributed.add_cli_arguments(train)
     return parser
 
 
@@ -333,6 +334,9 @@ def test_cli_errors_are_clear(files, capsys):
     parser = train_parser()
     with pytest.raises(cli.CliError, match="give --dataset X.npy --target-file y.npy"):
         distributed.run_from_cli(parser.parse_args(["train", "--dataset", str(files["X"]), "--distributed"]))
+    with pytest.raises(cli.CliError, match="--checkpoint and --resume are not supported with --target-file"):
+        distributed.run_from_cli(parser.parse_args(["train", "--dataset", str(files["X"]), "--target-file",
+                                                    str(files["Y"]), "--checkpoint", "never-written.npz"]))
     with pytest.raises(cli.CliError, match="early_stopping is not supported out of core"):
         distributed.run_from_cli(parser.parse_args(["train", "--dataset", str(files["X"]), "--target-file",
                                                     str(files["Y"]), "--early-stopping", "--tol", "0.001"]))

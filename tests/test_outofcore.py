@@ -105,6 +105,20 @@ def test_chunk_budget_module_constant_is_the_default(files, monkeypatch):
     assert np.ndim(model.coef_) == 1 and np.ndim(model.intercept_) == 0  # 1-D y, as in memory
 
 
+def test_warm_start_progress_and_randn_init_behave_as_in_memory(files, capsys):
+    arrays, paths = files
+    options = {"epochs": 6, "lr": 0.01, "init": "randn", "random_state": 3, "warm_start": True}
+    streamed, in_memory = LinearRegressor(**options), LinearRegressor(**options)
+    for _ in range(2):  # the second fit continues from the first one's coef_ and intercept_
+        outofcore.fit(streamed, paths["X"], paths["Y"], chunk_bytes=SMALL_BUDGET)
+        in_memory.fit(arrays["X"], arrays["Y"])
+        assert_same_fit(streamed, in_memory)
+    with_bar = outofcore.fit(LinearRegressor(epochs=6, lr=0.01, progress=True), paths["X"], paths["Y"],
+                             chunk_bytes=SMALL_BUDGET)
+    assert "6/6" in capsys.readouterr().err
+    assert_same_fit(with_bar, LinearRegressor(epochs=6, lr=0.01).fit(arrays["X"], arrays["Y"]))
+
+
 @pytest.mark.parametrize("options", [
     {"solver": "normal"},
     {"solver": "normal", "standardize": True, "penalty": "l2", "alpha": 0.1},
