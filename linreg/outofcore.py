@@ -327,14 +327,9 @@ class ShardReader:
         if self._w is not None:
             self.data.weights.read(start, stop, self._w[:n])
             weights = self._w[:n, 0]
-        if not self._checked[k]:
+        if not self._checked[k]:  # (the weights were checked whole before training: see _check_weights)
             self._check_finite(X, "X", start, two_d=True)
             self._check_finite(Y, "y", start, two_d=not self.data.one_output)
-            if weights is not None:
-                self._check_finite(weights, "sample_weight", start, two_d=False)
-                if (weights < 0).any():
-                    first = int(np.argmax(weights < 0))
-                    raise ValueError(f"sample_weight must be non-negative, got {weights[first]} at row {start + first}")
             self._checked[k] = True
         return X, Y, weights
 
