@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from linreg import datasets
+from linreg import datasets, distributed
 from linreg.backends import BACKENDS
 from linreg.estimator import INITS, DivergenceError, LinearRegressor
 from linreg.training import OPTIMIZERS, SCHEDULES, SOLVERS
@@ -205,6 +205,8 @@ IMPROVED = {"standardize": True, "lr": "auto", "epochs": 100}
 
 
 def _train(args: argparse.Namespace) -> int:
+    if args.distributed or args.target_file is not None:  # stream .npy files (out of core / data-parallel)
+        return distributed.run_from_cli(args)
     X, y, truth = load_dataset(args.dataset, target=args.target, n_samples=args.n_samples, seed=args.seed)
     params = _estimator_params(args)
     print(f"dataset {args.dataset}: X {X.shape} {X.dtype}, y {np.shape(y)}; {args.epochs} epochs, "
@@ -337,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="continue from --checkpoint (same data and options; the result equals an "
                             "uninterrupted run)")
     add_estimator_flags(train)
+    distributed.add_cli_arguments(train)
     train.set_defaults(handler=_train)
     return parser
 

@@ -232,7 +232,17 @@ class LinearRegressor:
         fitted attributes then hold the last finite parameters and the history so
         far. On Ctrl-C (KeyboardInterrupt) they hold the last completed epoch, a
         checkpoint is written if one is configured, and the interrupt is re-raised.
+
+        ``X``, ``y`` (and ``sample_weight``) may be ``.npy`` paths or ``np.memmap``
+        arrays: then rows are streamed in chunks (``linreg.outofcore``), never loaded whole.
         """
+        from linreg import outofcore
+
+        if outofcore.is_out_of_core(X, y, sample_weight):  # .npy paths or np.memmap: stream row chunks
+            if resume:
+                raise ValueError("resume=True needs in-memory data: checkpoints are not supported for .npy paths or "
+                                 "np.memmap inputs (out of core) yet")
+            return outofcore.fit(self, X, y, sample_weight)
         spec = self._spec()
         X2, Y2, weights = self._check_data(X, y, sample_weight)
         one_output = np.ndim(y) == 1

@@ -442,3 +442,16 @@ def test_peak_memory_stays_within_the_chunk_budget(big_files, kind):
         assert measured["in_memory_growth"] >= 0.9 * file_bytes  # what loading the data whole costs
         np.testing.assert_allclose(measured["history"], measured["expected_history"], rtol=1e-12)
         np.testing.assert_allclose(measured["coef"], measured["expected_coef"], rtol=1e-6)
+
+
+def test_estimator_fit_streams_paths_and_memmaps(tmp_path):
+    """LinearRegressor.fit dispatches .npy paths and np.memmap inputs to the out-of-core fit."""
+    outofcore.write_synthetic(tmp_path / "X.npy", tmp_path / "y.npy", 3000, 4, random_state=1)
+    options = {"epochs": 10, "lr": "auto", "standardize": True}
+    expected = LinearRegressor(**options).fit(np.load(tmp_path / "X.npy"), np.load(tmp_path / "y.npy"))
+    for X, y in ((tmp_path / "X.npy", str(tmp_path / "y.npy")),
+                 (np.load(tmp_path / "X.npy", mmap_mode="r"), np.load(tmp_path / "y.npy"))):
+        np.testing.assert_allclose(LinearRegressor(**options).fit(X, y).coef_, expected.coef_, rtol=1e-12)
+    with pytest.raises(ValueError, match="resume=True needs in-memory data"):
+        LinearRegressor(checkpoint_path=str(tmp_path / "c.npz")).fit(tmp_path / "X.npy", tmp_path / "y.npy",
+                                                                     resume=True)
