@@ -91,6 +91,9 @@ W4_CASE = Case("W4", 1_000_000, 64, 8, "float32")
 W5_CASE = Case("W5", 2_000_000, 32, 1, "float64")
 
 
+TARGET_CASES = [W1_CASE, W2_TARGET, W3_CASE, W4_CASE, W5_CASE]
+
+
 def cases(quick: bool = False) -> list[Case]:
     """The report's sweep. Full: the issue's sizes; quick: the same workloads on small sizes."""
     if quick:
@@ -895,7 +898,8 @@ def _handle(args: argparse.Namespace) -> int:
     unknown = [p for p in providers if p not in PROVIDERS]
     if unknown:
         raise SystemExit(f"linreg report: unknown provider(s) {', '.join(unknown)}; choose from {', '.join(PROVIDERS)}")
-    run_report(args.out, quick=args.quick, providers=providers, cold=not args.no_cold_start)
+    run_report(args.out, quick=args.quick, providers=providers, cold=not args.no_cold_start,
+               case_list=TARGET_CASES if args.targets else None)
     return 0
 
 
@@ -906,6 +910,8 @@ def add_report_parser(commands) -> argparse.ArgumentParser:
     report.add_argument("--quick", action="store_true", help="small sizes, well under a minute (CI)")
     report.add_argument("--out", default="linreg-report", help="output directory (default: linreg-report)")
     report.add_argument("--providers", help=f"comma-separated subset of {','.join(PROVIDERS)}")
+    report.add_argument("--targets", action="store_true",
+                        help="only the cases the issue's targets are judged on (W1, W2 2e6x32, W3, W4, W5)")
     report.add_argument("--no-cold-start", action="store_true", help="skip the new-process start-up measurements")
     report.set_defaults(handler=_handle)
     return report
