@@ -129,7 +129,10 @@ def _gather_rows(X, Y, W, b, rows, weights, start, stop, residual, dW_part, db_p
 @njit(parallel=True, cache=True)
 def _gather_loss_grad(X, Y, W, b, rows, weights, start, stop, dW, db, parallel, chunk_rows, n_chunks,
                       residuals, dW_parts, db_parts, loss_parts, weight_parts):
-    """Loss of positions [start, stop) (weighted mean, see module doc); float64 dW, db. Returns (loss, sum s)."""
+    """Loss of positions [start, stop) (weighted mean, see module doc); float64 dW, db. Returns (loss, sum s).
+
+    A batch whose weights are all 0 returns (0, 0) and zero gradients: the training loop skips its step.
+    """
     n_outputs, n_features = W.shape
     if parallel:
         for c in prange(n_chunks):
@@ -146,6 +149,10 @@ def _gather_loss_grad(X, Y, W, b, rows, weights, start, stop, dW, db, parallel, 
     for c in range(n_chunks):
         total += loss_parts[c]
         weight_total += weight_parts[c]
+    if weight_total == 0.0:  # every sample of the batch has weight 0: it carries no information
+        dW[:] = 0.0
+        db[:] = 0.0
+        return 0.0, 0.0
     scale = 2.0 / (n_outputs * weight_total)
     for o in range(n_outputs):
         acc = 0.0
@@ -443,6 +450,8 @@ def _train_epochs(X, Y, rows, weights, val_rows, W, b, mu, sigma, hyper, config,
             value, batch_weight = _batch(X, Y, rows if config[C_GRAM] != 0 else batch_rows, weights,
                                          batch_rows, start, stop, W, b, mu, sigma, config, layouts, Wk, bk,
                                          W_eff, b_eff, dW, db, G, C, yy, weight_total, work)
+            if batch_weight == 0.0:
+                continue  # all weights 0: nothing to learn from this batch, and no step
             value, stepped = _apply_step(W, b, dW, db, value, hyper, config, buffers_W, buffers_b, counters, scalars,
                                          lr, prev_W, prev_b)
             if not stepped:

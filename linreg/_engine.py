@@ -115,6 +115,9 @@ class Stepper:
         s = self.state
         n_outputs, n_features = s.W.shape
         loss_sum, weight_sum = sums[0], sums[1]
+        self.diverged = False
+        if weight_sum == 0:  # only zero-weight samples: no information, no step (as the in-memory loop)
+            return 0.0
         scale = 2.0 / (n_outputs * weight_sum)
         dW = sums[2:2 + n_outputs * n_features].reshape(n_outputs, n_features) * scale
         db = sums[2 + n_outputs * n_features:] * scale
@@ -170,7 +173,8 @@ class EngineRun(GDRun):
         self.layouts = _layouts(n_features, n_outputs, lengths)
         self.val_layouts = _layouts(n_features, n_outputs, [max(self.val_rows.shape[0], 1)])
         max_chunks = int(max(self.layouts[:, 3].max(), self.val_layouts[:, 3].max()))
-        self.work = (np.zeros((max_chunks, n_outputs)), np.zeros((max_chunks, n_outputs, n_features)),
+        scratch = max(n_outputs, int(cpu._scratch_size(n_features, n_outputs)))  # what cpu._loss_grad's rows need
+        self.work = (np.zeros((max_chunks, scratch)), np.zeros((max_chunks, n_outputs, n_features)),
                      np.zeros((max_chunks, n_outputs)), np.zeros(max_chunks), np.zeros(max_chunks))
         self.hyper, self.config = encode(spec, batch=batch, seed=seed, standardize=state.standardize,
                                          early_stopping=spec.early_stopping and self.val_rows.shape[0] > 0,
@@ -231,6 +235,14 @@ class EngineRun(GDRun):
         self.loss_history[:n_done] = state["loss_history"]
         self.val_history[:n_done] = state["val_history"]
         self.n_done = n_done
+
+    def best_result(self) -> tuple[np.ndarray, np.ndarray]:
+        """(W, b) in original units with the best validation loss so far (early stopping)."""
+        s = self.state
+        if not s.standardize:
+            return self.best[0].copy(), self.best[1].copy()
+        W = self.best[0] / s.sigma
+        return W, self.best[1] - W @ s.mu
 
     def result(self):
         W, b = self.state.original_units()

@@ -62,8 +62,8 @@ def check_X(X: Any, *, name: str = "X") -> np.ndarray:
     return array
 
 
-def check_X_y(X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Validated (X, Y2d) in one float dtype (float64 if either is float64), C-contiguous."""
+def check_X_y(X: Any, y: Any) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Validated (X, Y2d, y_was_1d): X and Y in one float dtype (float64 if either is), C-contiguous."""
     X = check_X(X)
     y = as_float_array(y, "y")
     if y.ndim not in (1, 2):
@@ -75,7 +75,7 @@ def check_X_y(X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
     check_finite(y, "y")
     dtype = np.promote_types(X.dtype, y.dtype)
     Y = y.reshape(-1, 1) if y.ndim == 1 else y
-    return np.ascontiguousarray(X, dtype=dtype), np.ascontiguousarray(Y, dtype=dtype)
+    return np.ascontiguousarray(X, dtype=dtype), np.ascontiguousarray(Y, dtype=dtype), y.ndim == 1
 
 
 def check_positive(value: Any, name: str, *, integer: bool = False) -> Any:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from linreg.persistence import ModelFileError, atomic_savez
+from linreg.persistence import ModelFileError, atomic_savez, to_json
 
 FORMAT = "linreg-checkpoint"
 FORMAT_VERSION = 1
@@ -56,7 +56,7 @@ def save(path: str | os.PathLike, *, params: dict[str, Any], state: dict[str, np
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "params": _comparable(params), "seed": seed,
             "lr": lr, "data": data, "n_done": n_done}
     atomic_savez(path, {**{f"state_{key}": value for key, value in state.items()},
-                        "meta": np.array(json.dumps(meta))})
+                        "meta": np.array(to_json(meta))})
 
 
 def load(path: str | os.PathLike, *, params: dict[str, Any], data: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -74,7 +74,7 @@ def load(path: str | os.PathLike, *, params: dict[str, Any], data: str) -> tuple
     if not isinstance(meta.get("format_version"), int) or meta["format_version"] > FORMAT_VERSION:
         raise ModelFileError(f"{path} has checkpoint format {meta.get('format_version')}; this linreg reads "
                              f"<= {FORMAT_VERSION}: upgrade linreg")
-    expected = json.loads(json.dumps(_comparable(params)))
+    expected = json.loads(to_json(_comparable(params)))
     if meta.get("params") != expected:
         changed = sorted(k for k in set(expected) | set(meta.get("params", {}))
                          if expected.get(k) != meta.get("params", {}).get(k))

@@ -123,7 +123,8 @@ def result_table(runs: list[tuple[str, LinearRegressor, float]], truth) -> str:
     lead = 18 if truth is not None else 0
     rows.append(f"{'final loss':{lead}}" + "".join(f"{m.loss_history_[-1]:>{width}.6g}" for _, m, _ in runs))
     rows.append(f"{'epochs run':{lead}}" + "".join(f"{f'{m.n_iter_} ({m.stop_reason_})':>{width}}" for _, m, _ in runs))
-    rows.append(f"{'learning rate':{lead}}" + "".join(f"{m.lr_:>{width}.4g}" for _, m, _ in runs))
+    rows.append(f"{'learning rate':{lead}}" + "".join(
+        f"{m.lr_:>{width}.4g}" if m.lr_ is not None else f"{'-':>{width}}" for _, m, _ in runs))
     rows.append(f"{'wall time (s)':{lead}}" + "".join(f"{seconds:>{width}.3f}" for _, _, seconds in runs))
     backend = runs[0][1].backend
     rows.append(f"backend {backend!r}{_threads(backend)}; final loss is the last epoch's, before its update")
@@ -204,7 +205,20 @@ def _fit(params: dict, X, y, resume: bool = False) -> tuple[LinearRegressor, flo
 IMPROVED = {"standardize": True, "lr": "auto", "epochs": 100}
 
 
+def _check_output_paths(args: argparse.Namespace) -> None:
+    """Fail before training, not after it, when an output cannot be written."""
+    import os
+
+    for flag in ("save", "plot", "checkpoint"):
+        path = getattr(args, flag, None)
+        if path:
+            folder = os.path.dirname(os.path.abspath(path))
+            if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+                raise CliError(f"--{flag} {path}: the folder {folder} does not exist or is not writable")
+
+
 def _train(args: argparse.Namespace) -> int:
+    _check_output_paths(args)
     if args.distributed or args.target_file is not None:  # stream .npy files (out of core / data-parallel)
         return distributed.run_from_cli(args)
     X, y, truth = load_dataset(args.dataset, target=args.target, n_samples=args.n_samples, seed=args.seed)

@@ -166,8 +166,18 @@ class LinearRegressor:
             check.check_positive(self.checkpoint_every, "checkpoint_every", integer=True)
             if self.checkpoint_path is None:
                 raise ValueError("checkpoint_every needs checkpoint_path, the file to write the checkpoints to")
-        if self.random_state is not None and not isinstance(self.random_state, int | np.integer):
-            raise TypeError(f"random_state must be an int or None, got {self.random_state!r}")
+        if self.random_state is not None:
+            if isinstance(self.random_state, bool) or not isinstance(self.random_state, int | np.integer):
+                raise TypeError(f"random_state must be an int or None, got {self.random_state!r}")
+            if not 0 <= self.random_state < 2**63:
+                raise ValueError(f"random_state must be in [0, 2**63), got {self.random_state}")
+        if self.checkpoint_path is not None:
+            import os
+
+            folder = os.path.dirname(os.path.abspath(os.fspath(self.checkpoint_path)))
+            if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+                raise ValueError(f"checkpoint_path {self.checkpoint_path!r}: the folder {folder!r} does not exist or "
+                                 "is not writable")
         return spec
 
     def _initial_params(self, n_features: int, n_outputs: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
@@ -206,10 +216,11 @@ class LinearRegressor:
                     raise ValueError("checkpoints fingerprint the data on the host: pass host arrays, or no "
                                      "checkpoint_path, with GPU data")
                 self._names_seen = None
+                self._y_was_1d = getattr(y, "ndim", None) == 1
                 X2, Y2 = cuda_backend.check_device_X_y(X, y)
                 return X2, Y2, None
         names = _feature_names(X)
-        X2, Y2 = check.check_X_y(X, y)
+        X2, Y2, self._y_was_1d = check.check_X_y(X, y)
         weights = check.check_sample_weight(sample_weight, X2.shape[0])
         self._names_seen = names
         return X2, Y2, weights
@@ -245,7 +256,8 @@ class LinearRegressor:
             return outofcore.fit(self, X, y, sample_weight)
         spec = self._spec()
         X2, Y2, weights = self._check_data(X, y, sample_weight)
-        one_output = np.ndim(y) == 1
+        one_output = self._y_was_1d
+        self.__dict__.pop("_partial_state", None)  # a later partial_fit continues from this fit's coef_
         n_samples, n_features = X2.shape
         n_outputs = Y2.shape[1]
         W0, b0 = self._initial_params(n_features, n_outputs, X2.dtype)
@@ -310,6 +322,11 @@ class LinearRegressor:
         rows = val_rows = None
         if spec.early_stopping:
             rows, val_rows = training.split_validation(X.shape[0], spec.validation_fraction, seed)
+            if weights is not None:
+                for name, part in (("training", rows), ("validation", val_rows)):
+                    if not weights[part].sum() > 0:
+                        raise ValueError(f"the {name} split has only zero sample weights; change random_state, "
+                                         "validation_fraction or the weights")
         if spec.standardize:
             mu, sigma = cpu_train.column_moments(X, rows, weights)
             sigma = np.where(sigma > 0, sigma, 1.0)  # constant columns: as StandardScaler, leave unscaled
@@ -336,22 +353,16 @@ class LinearRegressor:
     def _fit_normal(self, spec: Spec, X, Y, weights, one_output: bool, backend) -> LinearRegressor:
         from kernels import cpu_train
 
-        n_features, n_outputs = X.shape[1], Y.shape[1]
+        n_features = X.shape[1]
         G, C, yy = cpu_train.gram(X, Y, None, weights)
-        weight_total = G[n_features, n_features]
         if spec.standardize:
             mu, sigma = cpu_train.column_moments(X, None, weights)
-            T = training.standardizing_map(mu, np.where(sigma > 0, sigma, 1.0))
-            theta = T @ training.solve_normal(spec, T.T @ G @ T, T.T @ C, weight_total, n_outputs)
+            sigma = np.where(sigma > 0, sigma, 1.0)
         else:
-            theta = training.solve_normal(spec, G, C, weight_total, n_outputs)
-        W, b = theta[:n_features].T, theta[n_features]
-        loss = float(sum(theta[:, o] @ G @ theta[:, o] - 2 * theta[:, o] @ C[:, o] + yy[o] for o in range(n_outputs))
-                     / (n_outputs * weight_total))
-        if spec.penalty == "l2":
-            loss += spec.alpha / 2 * float((W * W).sum())
-        self._set_fitted(W.astype(X.dtype), b.astype(X.dtype), np.array([loss]), 1, "epochs", backend,
-                         one_output, n_features, None)
+            mu, sigma = np.zeros(n_features), np.ones(n_features)
+        W, b, objective = training.normal_solution(spec, G, C, yy, G[n_features, n_features], mu, sigma)
+        self._set_fitted(W.astype(X.dtype), b.astype(X.dtype), np.array([objective]), 1, "epochs", backend,
+                         one_output, n_features, None, lr=None)
         return self
 
     def _run_epochs(self, run, epochs: int, checkpoint: dict) -> bool:
@@ -408,15 +419,15 @@ class LinearRegressor:
         stop_code = getattr(run, "stop_code", 4 if run.diverged else 0)
         if interrupted:
             stop_code = 5
+        if self.early_stopping and stop_code == 0 and hasattr(run, "best_result"):
+            W, b = run.best_result()  # the epochs ran out first: still keep the best validated parameters
         val_history = getattr(run, "val_history", None)
         if val_history is not None and self.early_stopping:
             val_history = val_history[: run.n_done].copy()
         else:
             val_history = None
         self._set_fitted(W.astype(dtype), b.astype(dtype), history[: run.n_done], run.n_done,
-                         STOP_REASONS[stop_code], backend, one_output, n_features, val_history)
-        self.lr_ = lr
-        self._engine_run = run if hasattr(run, "state") else None
+                         STOP_REASONS[stop_code], backend, one_output, n_features, val_history, lr=lr)
         if interrupted:
             where = f"; checkpoint written to {self.checkpoint_path}" if self.checkpoint_path else ""
             raise KeyboardInterrupt(f"fit interrupted after epoch {run.n_done}: the model holds that epoch's "
@@ -435,14 +446,16 @@ class LinearRegressor:
             warnings.warn(f"stopped at the epoch budget ({self.epochs}) before the loss stopped improving by "
                           f"tol={self.tol}; increase epochs or tol", ConvergenceWarning, stacklevel=3)
 
-    def _set_fitted(self, W, b, history, n_iter, reason, backend, one_output, n_features, val_history) -> None:
+    def _set_fitted(self, W, b, history, n_iter, reason, backend, one_output, n_features, val_history, *,
+                    lr: float | None) -> None:
+        """Every fitted attribute, all at once: nothing from an earlier fit survives."""
         self._backend = backend
         self._one_output = one_output
         self.n_features_in_ = n_features
         if self._names_seen is not None:
             self.feature_names_in_ = self._names_seen
-        elif hasattr(self, "feature_names_in_"):
-            del self.feature_names_in_
+        else:
+            self.__dict__.pop("feature_names_in_", None)
         self.coef_ = W[0] if one_output else W
         self.intercept_ = b[0] if one_output else b
         self.loss_history_ = history
@@ -450,7 +463,9 @@ class LinearRegressor:
         self.stop_reason_ = reason
         if val_history is not None:
             self.validation_loss_history_ = val_history
-        self.lr_ = float(self.lr) if not isinstance(self.lr, str) else getattr(self, "lr_", np.nan)
+        else:
+            self.__dict__.pop("validation_loss_history_", None)
+        self.lr_ = lr  # None for solver="normal": no learning rate
 
     def partial_fit(self, X: Any, y: Any, sample_weight: Any = None) -> LinearRegressor:
         """One epoch over (X, y), continuing from the current parameters and optimiser state.
@@ -472,7 +487,13 @@ class LinearRegressor:
 
         state = getattr(self, "_partial_state", None)
         if state is None:
-            W0, b0 = self._initial_params(n_features, n_outputs, X2.dtype)
+            if hasattr(self, "coef_"):  # after fit (or load): continue from its parameters, as scikit-learn
+                W0, b0 = np.atleast_2d(self.coef_), np.atleast_1d(self.intercept_)
+                if W0.shape != (n_outputs, n_features):
+                    raise ValueError(f"partial_fit: X and y give shape {(n_outputs, n_features)}, the fitted "
+                                     f"coef_ {W0.shape}")
+            else:
+                W0, b0 = self._initial_params(n_features, n_outputs, X2.dtype)
             state = EngineState(W0.astype(np.float64), b0.astype(np.float64), np.zeros(n_features),
                                 np.ones(n_features), False)
             self._partial_state = state
@@ -481,7 +502,8 @@ class LinearRegressor:
         elif state.W.shape != (n_outputs, n_features):
             raise ValueError(f"partial_fit: X and y give shape {(n_outputs, n_features)}, earlier calls "
                              f"{state.W.shape}")
-        single = dataclasses.replace(spec, tol=None, early_stopping=False, epochs=1)
+        # One epoch per call; the cosine period stays the configured one (t_max, else epochs).
+        single = dataclasses.replace(spec, tol=None, early_stopping=False, epochs=1, t_max=spec.t_max or spec.epochs)
         run = EngineRun(X2, Y2, single, state, float(spec.lr), 1, weights=weights, seed=self._partial_seed)
         state.counters[cpu_train.K_STOP] = cpu_train.RUNNING  # no stopping rule in partial_fit
         run.advance(1)
@@ -489,7 +511,7 @@ class LinearRegressor:
         self._partial_history.extend(history[: run.n_done].tolist())
         self._set_fitted(W.astype(X2.dtype), b.astype(X2.dtype), np.asarray(self._partial_history),
                          len(self._partial_history), "diverged" if run.diverged else "epochs",
-                         get_backend("cpu"), np.ndim(y) == 1, n_features, None)
+                         get_backend("cpu"), self._y_was_1d, n_features, None, lr=float(spec.lr))
         if run.diverged:
             raise DivergenceError(f"loss became non-finite in partial_fit with lr={spec.lr:g}; "
                                   "try a smaller lr or standardised features")
@@ -538,7 +560,7 @@ class LinearRegressor:
                 kernels = cuda_backend.require_cuda()
                 X, y = (kernels.to_host(kernels.as_device_array(a)) if cuda_backend.is_device_data(a) else a
                         for a in (X, y))
-        X2, Y2 = check.check_X_y(X, y)
+        X2, Y2, _ = check.check_X_y(X, y)
         weights = check.check_sample_weight(sample_weight, X2.shape[0])
         n_outputs = 1 if self._one_output else np.shape(self.coef_)[0]
         if Y2.shape[1] != n_outputs:

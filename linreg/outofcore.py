@@ -779,7 +779,9 @@ def _train(estimator, spec: training.Spec, data: Dataset, team: Collective, shar
     T = training.standardizing_map(mu, sigma) if spec.standardize else np.eye(n_features + 1)
 
     if spec.solver == "normal":
-        _set_normal_solution(estimator, spec, stats, T, data, backend)
+        W, b, objective = training.normal_solution(spec, stats.G, stats.C, stats.yy, stats.weight_total, mu, sigma)
+        estimator._set_fitted(W.astype(data.dtype), b.astype(data.dtype), np.array([objective]), 1, "epochs",
+                              backend, data.one_output, n_features, None, lr=None)
         report.fit_seconds = time.perf_counter() - started
         return report
     lr = spec.lr
@@ -851,24 +853,6 @@ def _check_parameters_agree(team: Collective, state) -> None:
     if team.world_size > 1:
         bits = np.concatenate([state.W.ravel(), state.b]).view(np.int64)
         team.check_same(bits, "the trained parameters (bit patterns; they must stay identical on every rank)")
-
-
-def _set_normal_solution(estimator, spec: training.Spec, stats: Statistics, T: np.ndarray, data: Dataset,
-                         backend) -> None:
-    """The exact solution from the streamed statistics, as ``LinearRegressor._fit_normal`` computes it in memory."""
-    n_features, n_outputs = data.n_features, data.n_outputs
-    G, C, yy, weight_total = stats.G, stats.C, stats.yy, stats.weight_total
-    if spec.standardize:
-        theta = T @ training.solve_normal(spec, T.T @ G @ T, T.T @ C, weight_total, n_outputs)
-    else:
-        theta = training.solve_normal(spec, G, C, weight_total, n_outputs)
-    W, b = theta[:n_features].T, theta[n_features]
-    loss = float(sum(theta[:, o] @ G @ theta[:, o] - 2 * theta[:, o] @ C[:, o] + yy[o] for o in range(n_outputs))
-                 / (n_outputs * weight_total))
-    if spec.penalty == "l2":
-        loss += spec.alpha / 2 * float((W * W).sum())
-    estimator._set_fitted(W.astype(data.dtype), b.astype(data.dtype), np.array([loss]), 1, "epochs", backend,
-                          data.one_output, n_features, None)
 
 
 # --------------------------------------------------------------------------- writing test and demo data

@@ -47,8 +47,18 @@ def save(model, path: str | os.PathLike) -> None:
         "one_output": bool(model._one_output), "stop_reason": model.stop_reason_, "lr_used": model.lr_,
         "feature_names": None if names is None else [str(n) for n in names],
     }
-    arrays["meta"] = np.array(json.dumps(meta))
+    arrays["meta"] = np.array(to_json(meta))
     atomic_savez(path, arrays)
+
+
+def to_json(value: Any) -> str:
+    """json.dumps that also takes NumPy scalars (GridSearchCV passes np.int64 hyper-parameters)."""
+    def plain(item):
+        if isinstance(item, np.generic):
+            return item.item()
+        raise TypeError(f"cannot store {type(item).__name__} in a model file")
+
+    return json.dumps(value, default=plain)
 
 
 def atomic_savez(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
@@ -109,7 +119,7 @@ def load(path: str | os.PathLike):
     model.n_iter_ = int(meta["n_iter"])
     model.n_features_in_ = n_features
     model.stop_reason_ = meta["stop_reason"]
-    model.lr_ = float(meta["lr_used"])
+    model.lr_ = None if meta["lr_used"] is None else float(meta["lr_used"])
     if meta.get("feature_names") is not None:
         model.feature_names_in_ = np.asarray(meta["feature_names"], dtype=object)
     model._one_output = one_output

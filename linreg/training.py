@@ -212,14 +212,16 @@ def standardizing_map(mu: np.ndarray, sigma: np.ndarray) -> np.ndarray:
 
 
 def auto_lr(spec: Spec, G: np.ndarray, weight_total: float, n_outputs: int) -> float:
-    """1 / L, L the largest eigenvalue of the objective's Hessian 2/(n_outputs * sum s) * G (+ alpha's L2 part).
+    """1 / L, L the largest eigenvalue of the objective's Hessian 2/(n_outputs * sum s) * G (+ alpha's L2 part
+    and weight_decay).
 
     A step of 1/L never increases a quadratic objective along any eigen-direction
     (the factor 1 - lr * lambda stays in [0, 1)), so full-batch gradient descent cannot diverge.
     """
     hessian = 2.0 / (n_outputs * weight_total) * G
     largest = float(np.linalg.eigvalsh(hessian)[-1]) + spec.alpha * (1.0 - spec.l1_share) * (spec.penalty is not None)
-    return 1.0 / largest
+    # torch-style weight decay adds weight_decay * W to the gradient: curvature too.
+    return 1.0 / (largest + spec.weight_decay)
 
 
 def solve_normal(spec: Spec, G: np.ndarray, C: np.ndarray, weight_total: float,
@@ -250,6 +252,26 @@ def solve_normal(spec: Spec, G: np.ndarray, C: np.ndarray, weight_total: float,
                           "penalty='l2' with alpha > 0", IllConditionedWarning, stacklevel=4)
         theta = np.linalg.solve(scaled, C / scale[:, None])
     return theta / scale[:, None]
+
+
+def normal_solution(spec: Spec, G: np.ndarray, C: np.ndarray, yy: np.ndarray, weight_total: float,
+                    mu: np.ndarray, sigma: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """The exact minimiser ``(W, b)`` in original units from the Gram statistics, and its objective.
+
+    With ``spec.standardize`` the system is solved for the standardised features
+    (``mu``, ``sigma``), so an L2 penalty applies to the standardised coefficients
+    ``W * sigma``, as gradient descent with standardize=True does.
+    """
+    n_features, n_outputs = G.shape[0] - 1, C.shape[1]
+    T = standardizing_map(mu, sigma) if spec.standardize else np.eye(n_features + 1)
+    theta = T @ solve_normal(spec, T.T @ G @ T, T.T @ C, weight_total, n_outputs)
+    W, b = theta[:n_features].T, theta[n_features]
+    data_term = sum(theta[:, o] @ G @ theta[:, o] - 2 * theta[:, o] @ C[:, o] + yy[o] for o in range(n_outputs))
+    objective = float(data_term / (n_outputs * weight_total))
+    if spec.penalty == "l2":
+        penalised = W * sigma if spec.standardize else W
+        objective += spec.alpha / 2 * float((penalised * penalised).sum())
+    return W, b, objective
 
 
 def split_validation(n_samples: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
