@@ -765,9 +765,12 @@ def _plots(out: Path, results: list[Result], roofline: float) -> dict[str, Path]
             paths[name] = out / f"{name}.png"
             figure.savefig(paths[name], dpi=110)
             plt.close(figure)
-    # Speedup over the seeds' torch loop, per case where both ran.
+    # Speedup over the seeds' torch loop (W5: over scikit-learn), on the target cases when they ran.
     labels, series = [], {p: [] for p in PROVIDERS if p != "torch-seed"}
-    for case in dict.fromkeys(r.case for r in results):
+    shown = list(dict.fromkeys(r.case for r in results))
+    if any(case in TARGET_CASES for case in shown):
+        shown = [case for case in shown if case in TARGET_CASES]
+    for case in shown:
         base = _find(results, case, "torch-seed")
         if case.workload == "W5":
             base = _find(results, case, "sklearn")
@@ -779,7 +782,7 @@ def _plots(out: Path, results: list[Result], roofline: float) -> dict[str, Path]
             series[provider].append(base.min_s / r.min_s if r else math.nan)
     series = {p: v for p, v in series.items() if any(math.isfinite(x) for x in v)}
     if labels:
-        figure, ax = plt.subplots(figsize=(8, 0.32 * len(labels) * max(1, len(series)) + 1.5))
+        figure, ax = plt.subplots(figsize=(8, 0.22 * len(labels) * max(1, len(series)) + 1.5))
         height = 0.8 / max(1, len(series))
         for k, (provider, values) in enumerate(series.items()):
             ax.barh([i + k * height for i in range(len(labels))], values, height=height, label=provider)
