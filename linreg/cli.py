@@ -14,6 +14,7 @@ import numpy as np
 from linreg import datasets, distributed
 from linreg.backends import BACKENDS
 from linreg.estimator import INITS, DivergenceError, LinearRegressor
+from linreg.report import add_report_parser
 from linreg.training import OPTIMIZERS, SCHEDULES, SOLVERS
 
 
@@ -355,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_estimator_flags(train)
     distributed.add_cli_arguments(train)
     train.set_defaults(handler=_train)
+    add_report_parser(commands)
     return parser
 
 

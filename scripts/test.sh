@@ -10,5 +10,8 @@ PYTHON=${PYTHON:-python}
 # Main suite: kernels against the torch oracle, trainer, CLI, bad input, PTX compile check.
 "$PYTHON" -m pytest tests "$@"
 
+# Every benchmark once, on small sizes, untimed: the suites run on a fresh machine.
+"$PYTHON" -m pytest benchmarks --quick --benchmark-disable -q -p no:cacheprovider
+
 # CUDA simulator suite: its own process, the variable set before numba is imported.
 NUMBA_ENABLE_CUDASIM=1 "$PYTHON" -m pytest tests/cuda "$@"
