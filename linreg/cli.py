@@ -13,6 +13,7 @@ import numpy as np
 
 from linreg import datasets, distributed
 from linreg.backends import BACKENDS
+from linreg.cuda_backend import CudaUnavailableError
 from linreg.estimator import INITS, DivergenceError, LinearRegressor
 from linreg.report import add_report_parser
 from linreg.training import OPTIMIZERS, SCHEDULES, SOLVERS
@@ -195,7 +196,7 @@ def _fit(params: dict, X, y, resume: bool = False) -> tuple[LinearRegressor, flo
         if not hasattr(model, "coef_"):
             raise
         raise Interrupted(model, str(interrupt)) from None
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError, CudaUnavailableError) as error:
         if isinstance(error, DivergenceError):
             raise
         raise CliError(str(error)) from None

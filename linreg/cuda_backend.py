@@ -20,6 +20,7 @@ nothing is copied to the host unless an error needs the offending value.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import Any
 
 import numpy as np
@@ -37,6 +38,11 @@ class CudaUnavailableError(RuntimeError):
 
 def _kernels():
     """``kernels.cuda``, or CudaUnavailableError if numba-cuda cannot be imported."""
+    # Without numba-cuda, `import numba.cuda` still finds numba's own deprecated CUDA module, which
+    # lacks what kernels.cuda needs: look for the package itself.
+    if importlib.util.find_spec("numba_cuda") is None:
+        raise CudaUnavailableError("backend='cuda' needs the numba-cuda package, which is not installed: "
+                                   f"pip install 'numba-linreg[cuda]'. {_HINT}")
     try:
         cuda_kernels = importlib.import_module("kernels.cuda")
     except ImportError as error:

@@ -190,3 +190,26 @@ def test_importing_linreg_does_not_import_numba_cuda():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120,
                           env={key: value for key, value in os.environ.items() if key != "NUMBA_ENABLE_CUDASIM"})
     assert done.returncode == 0, done.stderr
+
+
+def test_missing_numba_cuda_package_is_a_clear_error(monkeypatch):
+    """Without numba-cuda, numba's own deprecated numba.cuda still imports: the check must not rely on it."""
+    import importlib.util
+
+    from linreg import cuda_backend
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "numba_cuda" else real_find_spec(name, *args))
+    with pytest.raises(cuda_backend.CudaUnavailableError, match="needs the numba-cuda package.*numba-linreg\\[cuda\\]"):
+        cuda_backend.CudaBackend()
+
+
+def test_cli_backend_cuda_without_a_gpu_exits_2_with_the_reason(capsys):
+    from linreg import cli
+
+    with pytest.raises(SystemExit) as info:
+        cli.main(["train", "--no-progress", "--backend", "cuda", "--epochs", "2"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "backend='cuda'" in err and "backend='cpu'" in err and "Traceback" not in err
