@@ -796,15 +796,19 @@ def _train(estimator, spec: training.Spec, data: Dataset, team: Collective, shar
     else:
         run = StreamingRun(reader, team, spec, state, float(lr), seed, batch_counts, local_batch)
     epochs_started = time.perf_counter()
+    interrupted = False
     try:
-        _run_epochs(estimator, run, spec.epochs)
+        if team.world_size == 1:  # the estimator's block loop: Ctrl-C leaves the last completed epoch
+            interrupted = estimator._run_epochs(run, spec.epochs, {})
+        else:  # ranks must stop together: torchrun delivers Ctrl-C to all of them
+            _run_epochs(estimator, run, spec.epochs)
     finally:
         report.epoch_seconds = list(getattr(run, "epoch_seconds", []))
         if spec.solver == "gram" and run.n_done:
             report.epoch_seconds = [(time.perf_counter() - epochs_started) / run.n_done] * run.n_done
     _check_parameters_agree(team, state)
     report.fit_seconds = time.perf_counter() - started
-    estimator._finish(run, backend, data.one_output, n_features, data.dtype, float(lr))
+    estimator._finish(run, backend, data.one_output, n_features, data.dtype, float(lr), interrupted)
     return report
 
 

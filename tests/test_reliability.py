@@ -289,3 +289,17 @@ def test_unwritable_kernel_cache_directory_does_not_break_a_fit():
         assert result.returncode == 0, result.stderr
         results.append(result.stdout)
     assert results[0] == results[1]
+
+
+def test_ctrl_c_out_of_core_leaves_the_last_completed_epoch(tmp_path, monkeypatch):
+    from linreg import outofcore
+
+    outofcore.write_synthetic(tmp_path / "X.npy", tmp_path / "y.npy", 5000, 4, random_state=1)
+    interrupt_after_blocks(monkeypatch, 2)
+    model = LinearRegressor(epochs=1000, lr=0.01)
+    with pytest.raises(KeyboardInterrupt, match="interrupted after epoch"):
+        model.fit(tmp_path / "X.npy", tmp_path / "y.npy")
+    assert model.stop_reason_ == "interrupted" and 0 < model.n_iter_ < 1000
+    monkeypatch.undo()
+    again = LinearRegressor(epochs=model.n_iter_, lr=0.01).fit(tmp_path / "X.npy", tmp_path / "y.npy")
+    np.testing.assert_array_equal(again.coef_, model.coef_)
