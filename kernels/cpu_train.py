@@ -133,7 +133,7 @@ def _gather_loss_grad(X, Y, W, b, rows, weights, start, stop, dW, db, parallel, 
 
     A batch whose weights are all 0 returns (0, 0) and zero gradients: the training loop skips its step.
     """
-    n_outputs, n_features = W.shape
+    n_outputs = W.shape[0]
     if parallel:
         for c in prange(n_chunks):
             lo = start + c * chunk_rows
@@ -144,27 +144,15 @@ def _gather_loss_grad(X, Y, W, b, rows, weights, start, stop, dW, db, parallel, 
             lo = start + c * chunk_rows
             loss_parts[c], weight_parts[c] = _gather_rows(X, Y, W, b, rows, weights, lo, min(lo + chunk_rows, stop),
                                                           residuals[c], dW_parts[c], db_parts[c])
-    total = 0.0
     weight_total = 0.0
     for c in range(n_chunks):
-        total += loss_parts[c]
         weight_total += weight_parts[c]
     if weight_total == 0.0:  # every sample of the batch has weight 0: it carries no information
         dW[:] = 0.0
         db[:] = 0.0
         return 0.0, 0.0
-    scale = 2.0 / (n_outputs * weight_total)
-    for o in range(n_outputs):
-        acc = 0.0
-        for c in range(n_chunks):
-            acc += db_parts[c, o]
-        db[o] = scale * acc
-        for f in range(n_features):
-            acc = 0.0
-            for c in range(n_chunks):
-                acc += dW_parts[c, o, f]
-            dW[o, f] = scale * acc
-    return total / (n_outputs * weight_total), weight_total
+    # The weighted mean is the plain combine with n_samples replaced by the weight sum.
+    return cpu._combine(dW, db, dW_parts, db_parts, loss_parts, n_chunks, n_outputs * weight_total), weight_total
 
 
 @njit(cache=True, fastmath=_FASTMATH)
