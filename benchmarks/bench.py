@@ -5,9 +5,8 @@ from __future__ import annotations
 import os
 import time
 
+import harness as report
 import pytest
-
-from linreg import report
 
 #: One row per timed benchmark of this session, for the summary at the end.
 SUMMARY: list[dict] = []

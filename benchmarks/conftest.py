@@ -13,16 +13,15 @@ torch loop.
     pytest benchmarks -k W1 --benchmark-autosave
     pytest benchmarks -k W1 --benchmark-compare
 
-The providers, problem sizes and data are those of ``linreg.report``, which
-runs the same sweep without pytest (``linreg report``).
+The providers, problem sizes and data are those of ``harness`` (benchmarks/harness.py), which
+runs the same sweep without pytest (``harness`` (benchmarks/harness.py)).
 """
 
 from __future__ import annotations
 
+import harness as report
 import pytest
 from bench import SUMMARY, cases_of, quick_mode, run_case
-
-from linreg import report
 
 
 def pytest_addoption(parser):
@@ -31,7 +30,7 @@ def pytest_addoption(parser):
 
 
 def pytest_generate_tests(metafunc):
-    """``case`` is parametrised from linreg.report.cases for the module's WORKLOAD; ``provider`` over all."""
+    """``case`` is parametrised from harness.cases for the module's WORKLOAD; ``provider`` over all."""
     if "case" in metafunc.fixturenames:
         selected = cases_of(metafunc.config, metafunc.module.WORKLOAD)
         metafunc.parametrize("case", selected, ids=[c.label.split(" ", 1)[1].replace(" ", "-") for c in selected])

@@ -1,10 +1,9 @@
 """The roofline: read bandwidth of a vectorised parallel sum over a large float64 array, this run."""
 
+import harness as report
 import numpy as np
 import pytest
 from bench import quick_mode
-
-from linreg import report
 
 
 @pytest.mark.benchmark(group="roofline: read bandwidth")

@@ -37,7 +37,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from kernels import cpu
+from . import cpu
 
 # Optimiser, penalty and stop codes shared with linreg.training.
 SGD, ADAM, ADAMW = 0, 1, 2

@@ -73,7 +73,7 @@ import numpy as np
 from numba import cuda
 
 # One definition of divergence for every backend: a loss this many times the fit's first.
-from kernels.cpu import EXPLOSION_FACTOR
+from .cpu import EXPLOSION_FACTOR
 
 __all__ = [
     "MAX_BLOCKS",

@@ -1,4 +1,4 @@
-"""Compile report of the CUDA kernels, without a GPU: ``python -m kernels.report``.
+"""Compile report of the CUDA kernels, without a GPU: ``python -m linreg.kernels.report``.
 
 Every kernel of ``kernels.cuda``, for float32 and float64 data, is compiled
 to PTX by NVVM (``numba.cuda.compile_ptx`` with an explicit compute
@@ -279,7 +279,7 @@ def _entry_name(ptx: str) -> str:
 @functools.cache
 def toolchain() -> tuple[tuple[int, int], Assembler]:
     """``(NVVM release, assembler)`` for this environment; ToolchainError if there is none."""
-    from kernels import cuda as cuda_kernels
+    from . import cuda as cuda_kernels
 
     try:
         name, pyfunc, argtypes = cuda_kernels.kernel_signatures(np.dtype(np.float64))[0]
@@ -296,7 +296,7 @@ def toolchain() -> tuple[tuple[int, int], Assembler]:
 @functools.cache
 def kernel_rows(dtype: np.dtype, cc: tuple[int, int], max_registers: int | None = None) -> tuple[Row, ...]:
     """One row per kernel of ``kernels.cuda`` for ``dtype`` data on ``sm_<cc>`` (cached: compiling takes seconds)."""
-    from kernels import cuda as cuda_kernels
+    from . import cuda as cuda_kernels
 
     _, assembler = toolchain()
     rows = []

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from kernels import cpu, cpu_train
-from linreg.backends import GDRun
+from linreg.kernels import cpu, cpu_train
+from linreg.runs import GDRun
 from linreg.training import Spec, learning_rates
 
 _OPTIMIZER_CODES = {"sgd": cpu_train.SGD, "adam": cpu_train.ADAM, "adamw": cpu_train.ADAMW}

@@ -11,65 +11,15 @@ A backend receives validated, C-contiguous host arrays in one float dtype:
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-
 import numpy as np
 
-
-class GDRun(ABC):
-    """Full-batch gradient descent in progress, advanced in blocks of epochs.
-
-    Between blocks the caller may show progress; within a block the backend
-    runs without returning to Python (compiled loop or device loop).
-    """
-
-    n_done: int = 0
-    diverged: bool = False
-
-    @abstractmethod
-    def advance(self, n_epochs: int) -> int:
-        """Run up to ``n_epochs`` more epochs; return how many completed.
-
-        Fewer than asked means the loss became non-finite: ``diverged`` is set,
-        and the parameters are the last ones whose loss was finite.
-        """
-
-    @abstractmethod
-    def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Host copies of ``(W, b, loss_history)``; the history holds every loss computed."""
-
-    def state_dict(self) -> dict[str, np.ndarray]:
-        """Everything needed to continue this run bit-exactly (host arrays); see ``load_state_dict``."""
-        raise NotImplementedError(f"{type(self).__name__} does not support checkpoints")
-
-    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        """Continue from ``state`` (from ``state_dict`` of a run with the same data and options)."""
-        raise NotImplementedError(f"{type(self).__name__} does not support checkpoints")
-
-
-def _copy_history(target: np.ndarray, history: np.ndarray) -> None:
-    if history.shape[0] > target.shape[0]:
-        raise ValueError(f"the checkpoint has {history.shape[0]} epochs done, more than this fit's epochs "
-                         f"({target.shape[0]})")
-    target[: history.shape[0]] = history
-
-
-class Backend(ABC):
-    name: str
-
-    @abstractmethod
-    def start_gd(self, X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray, lr: float,
-                 epochs: int) -> GDRun:
-        """Take the data (one copy to where the backend computes) and return a run of ``epochs`` epochs."""
-
-    @abstractmethod
-    def predict(self, X: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """``X @ W.T + b`` as a host array of X's dtype."""
+from linreg.cuda_backend import CudaBackend
+from linreg.runs import Backend, GDRun, copy_history
 
 
 class _CpuRun(GDRun):
     def __init__(self, X, Y, W, b, lr, epochs):
-        from kernels import cpu
+        from linreg.kernels import cpu
 
         self._cpu = cpu
         self.X, self.Y, self.W, self.b, self.lr = X, Y, W.copy(), b.copy(), lr
@@ -95,7 +45,7 @@ class _CpuRun(GDRun):
 
     def load_state_dict(self, state):
         self.W[:], self.b[:] = state["W"], state["b"]
-        _copy_history(self.loss_history, state["loss_history"])
+        copy_history(self.loss_history, state["loss_history"])
         self.n_done = int(state["loss_history"].shape[0])
 
 
@@ -108,7 +58,7 @@ class CpuBackend(Backend):
         return _CpuRun(X, Y, W, b, lr, epochs)
 
     def predict(self, X, W, b):
-        from kernels import cpu
+        from linreg.kernels import cpu
 
         return cpu.predict(np.ascontiguousarray(X), W.astype(X.dtype), b.astype(X.dtype))
 
@@ -160,9 +110,6 @@ class TorchBackend(Backend):
             return model(torch.from_numpy(np.ascontiguousarray(X)), torch.from_numpy(W.astype(X.dtype)),
                          torch.from_numpy(b.astype(X.dtype))).numpy()
 
-
-# Defined after Backend and GDRun, which it subclasses; importing it does not import numba.cuda.
-from linreg.cuda_backend import CudaBackend  # noqa: E402
 
 BACKENDS: dict[str, type[Backend]] = {"cpu": CpuBackend, "torch": TorchBackend, "cuda": CudaBackend}
 

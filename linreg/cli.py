@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import sys
 import time
 import warnings
@@ -11,11 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from linreg import datasets, distributed
+from linreg import datasets, distributed, outofcore
 from linreg.backends import BACKENDS
 from linreg.cuda_backend import CudaUnavailableError
 from linreg.estimator import INITS, DivergenceError, LinearRegressor
-from linreg.report import add_report_parser
 from linreg.training import OPTIMIZERS, SCHEDULES, SOLVERS
 
 
@@ -138,7 +138,7 @@ def _threads(backend: str) -> str:
         return ""
     import numba
 
-    from kernels import cpu
+    from linreg.kernels import cpu
 
     return f" ({numba.get_num_threads()} threads, {cpu.threading_layer()} threading layer)"
 
@@ -222,7 +222,7 @@ def _check_output_paths(args: argparse.Namespace) -> None:
 def _train(args: argparse.Namespace) -> int:
     _check_output_paths(args)
     if args.distributed or args.target_file is not None:  # stream .npy files (out of core / data-parallel)
-        return distributed.run_from_cli(args)
+        return run_streaming(args)
     X, y, truth = load_dataset(args.dataset, target=args.target, n_samples=args.n_samples, seed=args.seed)
     params = _estimator_params(args)
     print(f"dataset {args.dataset}: X {X.shape} {X.dtype}, y {np.shape(y)}; {args.epochs} epochs, "
@@ -355,16 +355,185 @@ def build_parser() -> argparse.ArgumentParser:
                        help="continue from --checkpoint (same data and options; the result equals an "
                             "uninterrupted run)")
     add_estimator_flags(train)
-    distributed.add_cli_arguments(train)
+    add_streaming_arguments(train)
     train.set_defaults(handler=_train)
-    add_report_parser(commands)
+    report = commands.add_parser(
+        "report", add_help=False, help="benchmark every provider here and write a performance report (needs a "
+        "source checkout: the harness is benchmarks/harness.py)")
+    report.set_defaults(handler=None)  # main() hands everything after "report" to the harness
     return parser
+
+
+def benchmark_harness():
+    """``benchmarks/harness.py`` of this source checkout, imported; CliError if linreg is installed without it.
+
+    The harness (workloads, competitor implementations, timing, plots) is not part of the installed
+    package: it lives beside the suites that share it, in the repository's ``benchmarks/``.
+    """
+    import importlib
+
+    folder = Path(__file__).resolve().parent.parent / "benchmarks"
+    if not (folder / "harness.py").is_file():
+        raise CliError("linreg report runs the benchmark harness of a source checkout (benchmarks/harness.py), "
+                       f"which is not next to this installation ({folder}): clone the repository and "
+                       "pip install -e . there")
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+    return importlib.import_module("harness")
+
+
+
+
+# --------------------------------------------------------------------------- streaming (out of core, distributed)
+
+def add_streaming_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of out-of-core and distributed training, for ``linreg train``."""
+    group = parser.add_argument_group("out of core and distributed (see docs/scale.md)")
+    add = group.add_argument
+    add("--target-file", metavar="NPY", help="targets as a .npy file, (n_samples,) or (n_samples, n_outputs): "
+                                             "then --dataset is the features .npy and both stream from disk")
+    add("--weight-file", metavar="NPY", help="per-row sample weights as a .npy file (n_samples,), streamed")
+    add("--chunk-mb", type=float, default=outofcore.CHUNK_BYTES / 2**20,
+        help=f"memory for the chunk buffers, MiB (default {outofcore.CHUNK_BYTES / 2**20:g})")
+    add("--distributed", action="store_true",
+        help="data-parallel over torch.distributed: launch with torchrun --nproc-per-node N ...")
+    add("--dist-backend", choices=distributed.BACKENDS, default="gloo",
+        help="gloo (CPU, default) or nccl (one GPU per rank)")
+    add("--dist-timeout", type=float, default=distributed.DEFAULT_TIMEOUT_S, metavar="SECONDS",
+        help=f"rendezvous and collective timeout (default {distributed.DEFAULT_TIMEOUT_S:g}); "
+             "must exceed one epoch's pass")
+    add("--run-log", metavar="JSON", help="write a JSON log of the run (rank 0): shards, epoch times, losses")
+
+
+def _streaming_params(args: argparse.Namespace, show_progress: bool) -> dict:
+    params = {name: getattr(args, name) for name in ESTIMATOR_FLAGS}
+    params.update(betas=tuple(args.betas), lr=args.lr, random_state=args.seed,
+                  progress=show_progress and not args.no_progress)
+    return params
+
+
+def run_streaming(args: argparse.Namespace) -> int:
+    """``linreg train --dataset X.npy --target-file y.npy [--distributed]``: stream, train, rank 0 reports."""
+    if args.target_file is None or getattr(args, "target", None) is not None:
+        raise CliError("streaming (out-of-core or --distributed) training reads features and targets from two "
+                           ".npy files: give --dataset X.npy --target-file y.npy (and no --target)")
+    if getattr(args, "resume", False) or getattr(args, "checkpoint", None) is not None:
+        raise CliError("--checkpoint and --resume are not supported with --target-file / --distributed "
+                           "(streaming) training yet")
+    if not np.isfinite(args.chunk_mb) or args.chunk_mb <= 0:
+        raise CliError(f"--chunk-mb must be a positive number of MiB, got {args.chunk_mb}")
+    dist = None
+    if args.distributed:  # torch only when asked for: a single-process streaming run stays torch-free
+        import torch.distributed as dist
+    started_group = dist is not None and not dist.is_initialized()
+    try:
+        if dist is not None:
+            distributed.init(args.dist_backend, args.dist_timeout)
+        return _train_and_report(args, dist.get_rank() if dist is not None else 0)
+    except distributed.DistributedError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    finally:
+        if started_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train_and_report(args: argparse.Namespace, this_rank: int) -> int:
+    from linreg.estimator import DivergenceError, LinearRegressor
+
+    model = LinearRegressor(**_streaming_params(args, show_progress=this_rank == 0))
+    chunk_bytes = int(args.chunk_mb * 2**20)
+    started = time.perf_counter()
+    collectives: dict = {}
+    try:
+        if args.distributed:
+            report, collectives = distributed.train(model, args.dataset, args.target_file, args.weight_file,
+                                        chunk_bytes=chunk_bytes)
+        else:
+            report = outofcore.train(model, args.dataset, args.target_file, args.weight_file, chunk_bytes=chunk_bytes)
+    except DivergenceError as error:
+        if this_rank == 0:
+            print(f"error: {error}", file=sys.stderr)
+        return 1
+    except (ValueError, TypeError, FileNotFoundError) as error:
+        raise CliError(f"rank {this_rank}: {error}" if args.distributed else str(error)) from None
+    seconds = time.perf_counter() - started
+    if this_rank == 0:
+        _report(args, model, report, collectives, seconds)
+    return 0
+
+
+def _report(args: argparse.Namespace, model, report: outofcore.Report, collectives: dict, seconds: float) -> None:
+    where = f"{report.world_size} ranks ({collectives.get('backend')})" if args.distributed else "one process"
+    print(f"dataset {args.dataset} + {args.target_file}: {report.n_samples} x {report.n_features} -> "
+          f"{report.n_outputs} {report.dtype}, streamed in chunks of {report.chunk_rows} rows on {where}; "
+          f"solver={args.solver}, lr={args.lr}", flush=True)
+    print(result_table([("this run", model, seconds)], None))
+    if report.epoch_seconds:
+        print(f"epoch time: median {np.median(report.epoch_seconds):.4g} s over {len(report.epoch_seconds)} epochs")
+    if args.plot:
+        plot_loss([("this run", model.loss_history_)], Path(args.plot), str(args.dataset))
+        print(f"loss curve written to {args.plot}")
+    if args.save:
+        model.save(args.save)
+        print(f"model written to {args.save}")
+    if args.run_log:
+        log = {"dataset": str(args.dataset), "target_file": str(args.target_file), **_jsonable(report),
+               "distributed": bool(args.distributed), "collectives": collectives,
+               "threads_per_rank": _numba_threads(), "params": {k: v for k, v in model.get_params().items()
+                                                                  if k != "init" or isinstance(v, str)},
+               "n_iter": model.n_iter_, "stop_reason": model.stop_reason_, "lr": model.lr_,
+               "loss_history": model.loss_history_.tolist(), "coef": np.asarray(model.coef_).tolist(),
+               "intercept": np.asarray(model.intercept_).tolist(), "wall_seconds": seconds}
+        Path(args.run_log).write_text(json.dumps(log, indent=1))
+        print(f"run log written to {args.run_log}")
+
+
+def _jsonable(report: outofcore.Report) -> dict:
+    import dataclasses
+
+    values = dataclasses.asdict(report)
+    values["shards"] = [list(shard) for shard in report.shards]
+    return values
+
+
+def _numba_threads() -> int:
+    import numba
+
+    return numba.get_num_threads()
+
+
+def build_streaming_parser() -> argparse.ArgumentParser:
+    """``python -m linreg.distributed``: ``linreg train``'s streaming flags, usable before the CLI integrates them."""
+    parser = argparse.ArgumentParser(prog="python -m linreg.distributed",
+                                     description="Out-of-core or (with --distributed, under torchrun) data-parallel "
+                                                 "training from .npy files; the same flags as linreg train.")
+    parser.add_argument("--dataset", required=True, metavar="NPY", help="features .npy (n_samples, n_features)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of init=randn and the shuffle (default 0)")
+    parser.add_argument("--plot", metavar="PNG", help="write the loss curve to this file")
+    parser.add_argument("--save", metavar="NPZ", help="write the fitted model to this file (rank 0)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_estimator_flags(parser)
+    add_streaming_arguments(parser)
+    return parser
+
+
+def streaming_main(argv: list[str] | None = None) -> int:
+    parser = build_streaming_parser()
+    args = parser.parse_args(argv)
+    try:
+        return run_streaming(args)
+    except CliError as error:
+        parser.exit(2, f"linreg: error: {error}\n")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
+        if argv[:1] == ["report"]:  # the harness parses its own flags (linreg report --help lists them)
+            return benchmark_harness().main(argv[1:])
+        args = parser.parse_args(argv)
         return args.handler(args)
     except CliError as error:
         parser.exit(2, f"linreg: error: {error}\n")

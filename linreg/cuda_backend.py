@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from linreg import _validation as check
-from linreg.backends import Backend, GDRun
+from linreg.runs import Backend, GDRun
 
 _HINT = ("Use backend='cpu' (our parallel CPU kernels, same results); to run the CUDA kernels without a GPU, "
          "set NUMBA_ENABLE_CUDASIM=1 before numba is imported (the simulator: slow, for testing).")
@@ -44,7 +44,7 @@ def _kernels():
         raise CudaUnavailableError("backend='cuda' needs the numba-cuda package, which is not installed: "
                                    f"pip install 'numba-linreg[cuda]'. {_HINT}")
     try:
-        cuda_kernels = importlib.import_module("kernels.cuda")
+        cuda_kernels = importlib.import_module("linreg.kernels.cuda")
     except ImportError as error:
         raise CudaUnavailableError(
             f"backend='cuda' needs the numba-cuda package, which failed to import ({error}); "

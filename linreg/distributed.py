@@ -46,15 +46,12 @@ torch is imported only inside these functions: ``import linreg`` stays torch-fre
 
 from __future__ import annotations
 
-import argparse
 import atexit
-import json
 import os
 import sys
 import time
 from collections.abc import Sequence
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -229,154 +226,11 @@ def train(estimator, X: Any, y: Any, sample_weight: Any = None, *, chunk_bytes: 
 # --------------------------------------------------------------------------- command line
 
 
-def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags of out-of-core and distributed training, for ``linreg train``."""
-    group = parser.add_argument_group("out of core and distributed (see docs/scale.md)")
-    add = group.add_argument
-    add("--target-file", metavar="NPY", help="targets as a .npy file, (n_samples,) or (n_samples, n_outputs): "
-                                             "then --dataset is the features .npy and both stream from disk")
-    add("--weight-file", metavar="NPY", help="per-row sample weights as a .npy file (n_samples,), streamed")
-    add("--chunk-mb", type=float, default=outofcore.CHUNK_BYTES / 2**20,
-        help=f"memory for the chunk buffers, MiB (default {outofcore.CHUNK_BYTES / 2**20:g})")
-    add("--distributed", action="store_true",
-        help="data-parallel over torch.distributed: launch with torchrun --nproc-per-node N ...")
-    add("--dist-backend", choices=BACKENDS, default="gloo", help="gloo (CPU, default) or nccl (one GPU per rank)")
-    add("--dist-timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
-        help=f"rendezvous and collective timeout (default {DEFAULT_TIMEOUT_S:g}); must exceed one epoch's pass")
-    add("--run-log", metavar="JSON", help="write a JSON log of the run (rank 0): shards, epoch times, losses")
-
-
-def _estimator_params(args: argparse.Namespace, show_progress: bool) -> dict:
-    from linreg import cli
-
-    params = {name: getattr(args, name) for name in cli.ESTIMATOR_FLAGS}
-    params.update(betas=tuple(args.betas), lr=args.lr, random_state=args.seed,
-                  progress=show_progress and not args.no_progress)
-    return params
-
-
-def run_from_cli(args: argparse.Namespace) -> int:
-    """``linreg train --dataset X.npy --target-file y.npy [--distributed]``: stream, train, rank 0 reports."""
-    from linreg import cli
-
-    if args.target_file is None or getattr(args, "target", None) is not None:
-        raise cli.CliError("streaming (out-of-core or --distributed) training reads features and targets from two "
-                           ".npy files: give --dataset X.npy --target-file y.npy (and no --target)")
-    if getattr(args, "resume", False) or getattr(args, "checkpoint", None) is not None:
-        raise cli.CliError("--checkpoint and --resume are not supported with --target-file / --distributed "
-                           "(streaming) training yet")
-    if not np.isfinite(args.chunk_mb) or args.chunk_mb <= 0:
-        raise cli.CliError(f"--chunk-mb must be a positive number of MiB, got {args.chunk_mb}")
-    dist = None
-    if args.distributed:  # torch only when asked for: a single-process streaming run stays torch-free
-        import torch.distributed as dist
-    started_group = dist is not None and not dist.is_initialized()
-    try:
-        if dist is not None:
-            init(args.dist_backend, args.dist_timeout)
-        return _train_and_report(args, dist.get_rank() if dist is not None else 0)
-    except DistributedError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    finally:
-        if started_group and dist.is_initialized():
-            dist.destroy_process_group()
-
-
-def _train_and_report(args: argparse.Namespace, this_rank: int) -> int:
-    from linreg import cli
-    from linreg.estimator import DivergenceError, LinearRegressor
-
-    model = LinearRegressor(**_estimator_params(args, show_progress=this_rank == 0))
-    chunk_bytes = int(args.chunk_mb * 2**20)
-    started = time.perf_counter()
-    collectives: dict = {}
-    try:
-        if args.distributed:
-            report, collectives = train(model, args.dataset, args.target_file, args.weight_file,
-                                        chunk_bytes=chunk_bytes)
-        else:
-            report = outofcore.train(model, args.dataset, args.target_file, args.weight_file, chunk_bytes=chunk_bytes)
-    except DivergenceError as error:
-        if this_rank == 0:
-            print(f"error: {error}", file=sys.stderr)
-        return 1
-    except (ValueError, TypeError, FileNotFoundError) as error:
-        raise cli.CliError(f"rank {this_rank}: {error}" if args.distributed else str(error)) from None
-    seconds = time.perf_counter() - started
-    if this_rank == 0:
-        _report(args, model, report, collectives, seconds)
-    return 0
-
-
-def _report(args: argparse.Namespace, model, report: outofcore.Report, collectives: dict, seconds: float) -> None:
-    from linreg import cli
-
-    where = f"{report.world_size} ranks ({collectives.get('backend')})" if args.distributed else "one process"
-    print(f"dataset {args.dataset} + {args.target_file}: {report.n_samples} x {report.n_features} -> "
-          f"{report.n_outputs} {report.dtype}, streamed in chunks of {report.chunk_rows} rows on {where}; "
-          f"solver={args.solver}, lr={args.lr}", flush=True)
-    print(cli.result_table([("this run", model, seconds)], None))
-    if report.epoch_seconds:
-        print(f"epoch time: median {np.median(report.epoch_seconds):.4g} s over {len(report.epoch_seconds)} epochs")
-    if args.plot:
-        cli.plot_loss([("this run", model.loss_history_)], Path(args.plot), str(args.dataset))
-        print(f"loss curve written to {args.plot}")
-    if args.save:
-        model.save(args.save)
-        print(f"model written to {args.save}")
-    if args.run_log:
-        log = {"dataset": str(args.dataset), "target_file": str(args.target_file), **_jsonable(report),
-               "distributed": bool(args.distributed), "collectives": collectives,
-               "threads_per_rank": _numba_threads(), "params": {k: v for k, v in model.get_params().items()
-                                                                  if k != "init" or isinstance(v, str)},
-               "n_iter": model.n_iter_, "stop_reason": model.stop_reason_, "lr": model.lr_,
-               "loss_history": model.loss_history_.tolist(), "coef": np.asarray(model.coef_).tolist(),
-               "intercept": np.asarray(model.intercept_).tolist(), "wall_seconds": seconds}
-        Path(args.run_log).write_text(json.dumps(log, indent=1))
-        print(f"run log written to {args.run_log}")
-
-
-def _jsonable(report: outofcore.Report) -> dict:
-    import dataclasses
-
-    values = dataclasses.asdict(report)
-    values["shards"] = [list(shard) for shard in report.shards]
-    return values
-
-
-def _numba_threads() -> int:
-    import numba
-
-    return numba.get_num_threads()
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """``python -m linreg.distributed``: ``linreg train``'s streaming flags, usable before the CLI integrates them."""
-    from linreg import cli
-
-    parser = argparse.ArgumentParser(prog="python -m linreg.distributed",
-                                     description="Out-of-core or (with --distributed, under torchrun) data-parallel "
-                                                 "training from .npy files; the same flags as linreg train.")
-    parser.add_argument("--dataset", required=True, metavar="NPY", help="features .npy (n_samples, n_features)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed of init=randn and the shuffle (default 0)")
-    parser.add_argument("--plot", metavar="PNG", help="write the loss curve to this file")
-    parser.add_argument("--save", metavar="NPZ", help="write the fitted model to this file (rank 0)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    cli.add_estimator_flags(parser)
-    add_cli_arguments(parser)
-    return parser
-
-
 def main(argv: list[str] | None = None) -> int:
-    from linreg import cli
+    """``python -m linreg.distributed``: the streaming flags of ``linreg train`` (the code is in ``linreg.cli``)."""
+    from linreg.cli import streaming_main
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return run_from_cli(args)
-    except cli.CliError as error:
-        parser.exit(2, f"linreg: error: {error}\n")
+    return streaming_main(argv)
 
 
 if __name__ == "__main__":

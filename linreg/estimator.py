@@ -315,8 +315,8 @@ class LinearRegressor:
                          seed=checkpoint["seed"], lr=checkpoint["lr"], data=checkpoint["data"], n_done=run.n_done)
 
     def _start_engine(self, spec: Spec, X: np.ndarray, Y: np.ndarray, weights, W0, b0, seed: int):
-        from kernels import cpu_train
         from linreg._engine import EngineRun, EngineState
+        from linreg.kernels import cpu_train
 
         n_features, n_outputs = X.shape[1], Y.shape[1]
         rows = val_rows = None
@@ -351,7 +351,7 @@ class LinearRegressor:
         return run, float(lr)
 
     def _fit_normal(self, spec: Spec, X, Y, weights, one_output: bool, backend) -> LinearRegressor:
-        from kernels import cpu_train
+        from linreg.kernels import cpu_train
 
         n_features = X.shape[1]
         G, C, yy = cpu_train.gram(X, Y, None, weights)
@@ -482,8 +482,8 @@ class LinearRegressor:
             raise ValueError(f"partial_fit runs on backend='cpu', got backend={self.backend!r}")
         X2, Y2, weights = self._check_data(X, y, sample_weight)
         n_features, n_outputs = X2.shape[1], Y2.shape[1]
-        from kernels import cpu_train
         from linreg._engine import EngineRun, EngineState
+        from linreg.kernels import cpu_train
 
         state = getattr(self, "_partial_state", None)
         if state is None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kernels.cpu import EXPLOSION_FACTOR
+from linreg.kernels.cpu import EXPLOSION_FACTOR
 
 
 def _torch():

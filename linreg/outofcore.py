@@ -420,7 +420,7 @@ def _stream_seed(seed: int, rank: int, stream: int) -> int:
 
 def chunk_order(seed: int, rank: int, epoch: int, n_chunks: int, shuffle: bool) -> np.ndarray:
     """The order in which a rank visits its chunks in ``epoch``."""
-    from kernels import cpu_train
+    from linreg.kernels import cpu_train
 
     if not shuffle or n_chunks < 2:
         return np.arange(n_chunks)
@@ -429,7 +429,7 @@ def chunk_order(seed: int, rank: int, epoch: int, n_chunks: int, shuffle: bool) 
 
 def row_order(seed: int, rank: int, epoch: int, chunk: int, n_rows: int, shuffle: bool) -> np.ndarray | None:
     """Positions within chunk ``chunk`` in the order ``epoch`` visits them (None: in order)."""
-    from kernels import cpu_train
+    from linreg.kernels import cpu_train
 
     if not shuffle:
         return None
@@ -470,8 +470,8 @@ class _Sums:
 
     def of(self, X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray, weights: np.ndarray | None,
            rows: np.ndarray | None = None) -> np.ndarray:
-        from kernels import cpu
         from linreg._engine import batch_sums
+        from linreg.kernels import cpu
 
         n = X.shape[0] if rows is None else rows.shape[0]
         if n == 0 or (weights is not None and not (weights if rows is None else weights[rows]).sum() > 0):
@@ -506,7 +506,7 @@ class Statistics:
 
 def statistics_pass(reader: ShardReader, team: Collective, *, gram: bool, moments: bool) -> Statistics:
     """One pass over the rank's chunks: summed Gram statistics, Chan-combined moments; then reduced over ranks."""
-    from kernels import cpu_train
+    from linreg.kernels import cpu_train
 
     n_features, n_outputs = reader.data.n_features, reader.data.n_outputs
     stats = Statistics()
@@ -564,12 +564,12 @@ class StreamingRun(GDRun):
 
     @property
     def stop_code(self) -> int:
-        from kernels import cpu_train
+        from linreg.kernels import cpu_train
 
         return int(self.engine_state.counters[cpu_train.K_STOP])
 
     def advance(self, n_epochs: int) -> int:
-        from kernels import cpu_train
+        from linreg.kernels import cpu_train
 
         counters, scalars = self.engine_state.counters, self.engine_state.scalars
         done = 0
@@ -646,7 +646,7 @@ class StreamingRun(GDRun):
 
     def _stopping_rule(self, metric: float, lr: float) -> None:
         """The engine's rule (``kernels.cpu_train._train_epochs``) on the epoch loss: tol, adaptive."""
-        from kernels import cpu_train
+        from linreg.kernels import cpu_train
 
         if self.spec.tol is None:
             return

@@ -3,9 +3,20 @@
 tests/cuda runs in its own pytest process: under the CUDA simulator
 (NUMBA_ENABLE_CUDASIM=1, which must be set before numba is imported) or, on a
 machine with a GPU, with LINREG_TEST_GPU=1. The main run leaves it out.
+
+``helpers`` (tests/helpers.py) is importable from every test folder, and the
+benchmark harness (benchmarks/harness.py, not part of the installed package)
+as ``harness``.
 """
 
 import os
+import sys
+from pathlib import Path
+
+TESTS = Path(__file__).resolve().parent
+for folder in (TESTS, TESTS.parent / "benchmarks"):
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
 
 collect_ignore = []
 if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1" and os.environ.get("LINREG_TEST_GPU") != "1":

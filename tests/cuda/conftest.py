@@ -62,9 +62,9 @@ if SIMULATOR:
     # costs milliseconds. 20 us made the suite ~10x faster and changes no result.
     sys.setswitchinterval(2e-5)
 
-from kernels import cuda as cuda_kernels  # noqa: E402
 from linreg import backends  # noqa: E402
 from linreg.cuda_backend import CudaBackend  # noqa: E402
+from linreg.kernels import cuda as cuda_kernels  # noqa: E402
 
 #: The patched launch geometry: 4 threads and >= 4 rows per block, at most 3 blocks,
 #: 3 x 2 residual tiles. n_samples 1, 3, 4, 5, 8, 12, 14 then cover one partial block,

@@ -11,10 +11,10 @@ from cuda_helpers import InterfaceOnly, data_pointer
 from helpers import random_problem
 from numba import cuda
 
-from kernels import cuda as cuda_kernels
 from linreg import LinearRegressor, datasets
 from linreg.cuda_backend import CudaBackend, check_device_X, check_device_X_y
 from linreg.estimator import DivergenceError
+from linreg.kernels import cuda as cuda_kernels
 from linreg.testing import assert_close
 
 EPOCHS = 12

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from helpers import random_problem
 
-from kernels import cpu
-from kernels import cuda as cuda_kernels
 from linreg import oracle
+from linreg.kernels import cpu
+from linreg.kernels import cuda as cuda_kernels
 from linreg.testing import assert_close
 
 DTYPES = [np.float32, np.float64]

@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import linreg
-from kernels import cpu
 from linreg import LinearRegressor, cli
+from linreg.kernels import cpu
 
 DOCUMENTED = (ValueError, TypeError, linreg.DivergenceError)
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

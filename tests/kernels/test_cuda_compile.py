@@ -15,9 +15,9 @@ import numba
 import numpy as np
 import pytest
 
-from kernels import report
 from linreg import LinearRegressor, backends
 from linreg.cuda_backend import CudaBackend, CudaUnavailableError
+from linreg.kernels import report
 from linreg.testing import assert_close
 
 ARCHS = {f"sm_{major}{minor}": (major, minor) for major, minor in report.ARCHS}
@@ -31,7 +31,7 @@ def real_numba_cuda():
 
 
 def kernel_names() -> list[str]:
-    from kernels import cuda as cuda_kernels
+    from linreg.kernels import cuda as cuda_kernels
 
     return [name for name, _, _ in cuda_kernels.kernel_signatures(np.dtype(np.float64))]
 
@@ -63,7 +63,7 @@ def test_the_spill_check_sees_spills():
 
 def test_float32_update_is_float32_arithmetic():
     """NVVM turns Python float constants into float64 math; the update W - dW * lr must stay in float32."""
-    from kernels import cuda as cuda_kernels
+    from linreg.kernels import cuda as cuda_kernels
 
     def finish_step_ptx(dtype):
         _, pyfunc, argtypes = next(entry for entry in cuda_kernels.kernel_signatures(np.dtype(dtype))
@@ -84,7 +84,7 @@ def test_assembler_accepts_nvvm_output():
 
 def test_nvjitlink_reports_like_ptxas():
     """nvJitLink (numba-cuda[cu13] always brings it) is the fallback assembler: it must read the same PTX."""
-    from kernels import cuda as cuda_kernels
+    from linreg.kernels import cuda as cuda_kernels
 
     release, _ = report.toolchain()
     linkers = [a for a in report.find_assemblers() if a.kind == "nvJitLink"]
@@ -167,7 +167,7 @@ def test_estimator_with_cuda_backend(monkeypatch):
 def test_missing_toolkit_is_named(monkeypatch):
     from numba import cuda
 
-    from kernels import cuda as cuda_kernels
+    from linreg.kernels import cuda as cuda_kernels
 
     def no_nvvm():
         raise OSError("libnvvm.so.4: cannot open shared object file")
@@ -180,7 +180,7 @@ def test_missing_toolkit_is_named(monkeypatch):
 
 
 def test_missing_numba_cuda_is_named(monkeypatch):
-    monkeypatch.setitem(sys.modules, "kernels.cuda", None)  # what an absent numba-cuda looks like to the import
+    monkeypatch.setitem(sys.modules, "linreg.kernels.cuda", None)  # what an absent numba-cuda looks like to the import
     with pytest.raises(CudaUnavailableError, match=r"numba-cuda.*pip install 'numba-linreg\[cuda\]'"):
         CudaBackend()
 

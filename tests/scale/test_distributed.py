@@ -308,7 +308,7 @@ def train_parser():
     parser = cli.build_parser()
     train = next(action for action in parser._subparsers._group_actions if action.dest == "command").choices["train"]
     if "--target-file" not in train._option_string_actions:
-        distributed.add_cli_arguments(train)
+        cli.add_streaming_arguments(train)
     return parser
 
 
@@ -317,7 +317,7 @@ def test_cli_flags_fit_linreg_train_and_stream_out_of_core(files, tmp_path, caps
                                       "--weight-file", str(files["w"]), "--epochs", "15", "--lr", "auto",
                                       "--standardize", "--no-progress", "--chunk-mb", "0.01", "--save",
                                       str(tmp_path / "m.npz"), "--run-log", str(tmp_path / "log.json")])
-    assert distributed.run_from_cli(args) == 0
+    assert cli.run_streaming(args) == 0
     out = capsys.readouterr().out
     assert "streamed in chunks of" in out and "on one process" in out
     expected = single_process(files, {"epochs": 15, "lr": "auto", "standardize": True}, True)
@@ -333,12 +333,12 @@ def test_cli_flags_fit_linreg_train_and_stream_out_of_core(files, tmp_path, caps
 def test_cli_errors_are_clear(files, capsys):
     parser = train_parser()
     with pytest.raises(cli.CliError, match="give --dataset X.npy --target-file y.npy"):
-        distributed.run_from_cli(parser.parse_args(["train", "--dataset", str(files["X"]), "--distributed"]))
+        cli.run_streaming(parser.parse_args(["train", "--dataset", str(files["X"]), "--distributed"]))
     with pytest.raises(cli.CliError, match="--checkpoint and --resume are not supported with --target-file"):
-        distributed.run_from_cli(parser.parse_args(["train", "--dataset", str(files["X"]), "--target-file",
+        cli.run_streaming(parser.parse_args(["train", "--dataset", str(files["X"]), "--target-file",
                                                     str(files["Y"]), "--checkpoint", "never-written.npz"]))
     with pytest.raises(cli.CliError, match="early_stopping is not supported out of core"):
-        distributed.run_from_cli(parser.parse_args(["train", "--dataset", str(files["X"]), "--target-file",
+        cli.run_streaming(parser.parse_args(["train", "--dataset", str(files["X"]), "--target-file",
                                                     str(files["Y"]), "--early-stopping", "--tol", "0.001"]))
     assert distributed.main(["--dataset", str(files["X"]), "--target-file", str(files["Y"]), "--epochs", "2",
                              "--no-progress"]) == 0

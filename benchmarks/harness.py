@@ -263,7 +263,7 @@ def _epoch(provider: str, X: np.ndarray, Y: np.ndarray) -> tuple[Callable, str]:
     n_outputs = Y.shape[1]
     W0, b0 = np.zeros((n_outputs, n_features), X.dtype), np.zeros(n_outputs, X.dtype)
     if provider == "linreg-cpu":
-        from kernels import cpu
+        from linreg.kernels import cpu
 
         W, b, history = W0.copy(), b0.copy(), np.zeros(1)
         work = cpu.Workspace(n_samples, n_features, n_outputs, X.dtype)
@@ -500,7 +500,7 @@ def device_info() -> dict[str, Any]:
     """CPU model, cores and threads, GPU (or "no GPU"), library versions, Numba threading layer."""
     import numba
 
-    from kernels import cpu
+    from linreg.kernels import cpu
 
     info: dict[str, Any] = {"cpu": _cpu_model(), "cores": os.cpu_count(), "numba threads": numba.get_num_threads(),
                             "threading layer": cpu.threading_layer(), "platform": platform.platform()}

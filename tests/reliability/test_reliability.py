@@ -187,7 +187,7 @@ def test_cli_ctrl_c_saves_and_resume_finishes_like_an_uninterrupted_run(tmp_path
 @pytest.mark.slow
 def test_float32_accuracy_at_ten_million_samples():
     """float64 accumulation of float32 partials: loss and gradients within 1e-6 of a float64 reference."""
-    from kernels import cpu
+    from linreg.kernels import cpu
 
     n_samples = 10_000_000
     rng = np.random.default_rng(0)
@@ -237,7 +237,7 @@ def test_two_fits_in_two_threads_are_both_correct():
 
 ENGINE_FIT = """
 import json, sys, numpy as np, linreg
-from kernels import cpu
+from linreg.kernels import cpu
 cpu.CHUNK_ROWS = 256
 rng = np.random.default_rng(0)
 X = rng.standard_normal((60000, 6)).astype(np.float32)

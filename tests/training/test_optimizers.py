@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from helpers import minibatches, random_problem, torch_reference_fit
 
-from kernels import cpu_train
 from linreg import LinearRegressor
+from linreg.kernels import cpu_train
 from linreg.testing import assert_close
 
 torch = pytest.importorskip("torch")

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from helpers import torch_reference_fit
 
-from kernels import cpu
 from linreg import DivergenceError, LinearRegressor, outofcore
+from linreg.kernels import cpu
 from linreg.testing import assert_close
 
 #: A budget of ~40 KB: ~500 rows of the 7-feature, 2-output float64 problem below, so ~10 chunks.

@@ -9,7 +9,7 @@ import pytest
 
 FIT = """
 import json, numpy as np, linreg
-from kernels import cpu
+from linreg.kernels import cpu
 cpu.CHUNK_ROWS = 64  # many chunks, so both threads take several
 X, y = linreg.datasets.seed_linear(n_samples=40000, random_state=1)
 X = np.hstack([X, X[:, :3] * 0.5]) / 100  # 8 features: above the serial threshold

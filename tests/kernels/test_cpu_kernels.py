@@ -9,8 +9,8 @@ from helpers import random_problem, reference_loss_grad
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kernels import cpu
 from linreg import oracle
+from linreg.kernels import cpu
 from linreg.testing import assert_close
 
 DTYPES = [np.float32, np.float64]
