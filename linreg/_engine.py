@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from linreg.kernels import cpu, cpu_train
+from linreg.options import Spec
 from linreg.runs import GDRun
-from linreg.training import Spec, learning_rates
+from linreg.training import learning_rates
 
 _OPTIMIZER_CODES = {"sgd": cpu_train.SGD, "adam": cpu_train.ADAM, "adamw": cpu_train.ADAMW}
 _PENALTY_CODES = {None: cpu_train.NO_PENALTY, "l2": cpu_train.L2, "l1": cpu_train.L1,

@@ -17,12 +17,13 @@ from typing import Any
 
 import numpy as np
 
+from linreg.options import RESUMABLE
 from linreg.persistence import ModelFileError, atomic_savez, to_json
 
 FORMAT = "linreg-checkpoint"
 FORMAT_VERSION = 1
 #: Parameters that may differ between the interrupted fit and its resumption.
-FREE_PARAMS = {"epochs", "progress", "checkpoint_every", "checkpoint_path", "warm_start"}
+FREE_PARAMS = RESUMABLE
 
 
 def fingerprint(X: np.ndarray, Y: np.ndarray, weights: np.ndarray | None) -> str:

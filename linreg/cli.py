@@ -12,11 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from linreg import datasets, distributed, outofcore
-from linreg.backends import BACKENDS
+from linreg import datasets, distributed, options, outofcore
 from linreg.cuda_backend import CudaUnavailableError
-from linreg.estimator import INITS, DivergenceError, LinearRegressor
-from linreg.training import OPTIMIZERS, SCHEDULES, SOLVERS
+from linreg.estimator import DivergenceError, LinearRegressor
 
 
 class CliError(Exception):
@@ -167,14 +165,8 @@ def plot_loss(curves: list[tuple[str, np.ndarray]], path: Path, title: str) -> N
 
 
 def _estimator_params(args: argparse.Namespace) -> dict:
-    params = {name: getattr(args, name) for name in ESTIMATOR_FLAGS}
-    params["betas"] = tuple(params["betas"])
-    params["lr"] = args.lr
-    params["random_state"] = args.seed
-    params["progress"] = not args.no_progress
-    params["checkpoint_path"] = args.checkpoint
-    params["checkpoint_every"] = args.checkpoint_every
-    return params
+    return options.params_from_flags(args, random_state=args.seed, progress=not args.no_progress,
+                                     checkpoint_path=args.checkpoint, checkpoint_every=args.checkpoint_every)
 
 
 class Interrupted(Exception):
@@ -260,75 +252,6 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not np.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
-
-
-def _lr(text: str) -> float | str:
-    return "auto" if text == "auto" else _positive_float(text)
-
-
-def _penalty(text: str) -> str | None:
-    if text == "none":
-        return None
-    if text not in ("l2", "l1", "elasticnet"):
-        raise argparse.ArgumentTypeError(f"must be l2, l1, elasticnet or none, got {text}")
-    return text
-
-
-def add_estimator_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per LinearRegressor option (same names, dashes for underscores); values are checked by fit."""
-    group = parser.add_argument_group("training options (LinearRegressor's keyword arguments)")
-    add = group.add_argument
-    add("--epochs", type=_positive_int, default=500, help="default 500 (seed 000)")
-    add("--lr", type=_lr, default=1e-5, help="learning rate, or 'auto' (1/L from the loss curvature); "
-                                             "default 1e-5 (seed 000)")
-    add("--solver", choices=SOLVERS, default="gd", help="gd (streaming GD), normal (exact), gram (GD on X^T X)")
-    add("--batch-size", type=_positive_int, default=None, help="mini-batch size (default: full batch)")
-    add("--no-shuffle", dest="shuffle", action="store_false", help="keep the row order in every epoch")
-    add("--optimizer", choices=OPTIMIZERS, default="sgd")
-    add("--momentum", type=float, default=0.0)
-    add("--dampening", type=float, default=0.0)
-    add("--nesterov", action="store_true")
-    add("--weight-decay", type=float, default=None, help="torch's; default 0 (0.01 for adamw)")
-    add("--betas", type=float, nargs=2, default=(0.9, 0.999), metavar=("BETA1", "BETA2"))
-    add("--eps", type=float, default=1e-8)
-    add("--amsgrad", action="store_true")
-    add("--penalty", type=_penalty, default=None, help="l2, l1, elasticnet or none (default)")
-    add("--alpha", type=float, default=1e-4, help="penalty strength (default 1e-4)")
-    add("--l1-ratio", type=float, default=0.15)
-    add("--schedule", choices=SCHEDULES, default="constant")
-    add("--power-t", type=float, default=0.25, help="invscaling's exponent")
-    add("--gamma", type=float, default=0.1, help="step/exponential factor")
-    add("--step-size", type=_positive_int, default=30, help="epochs between step decays")
-    add("--t-max", type=_positive_int, default=None, help="cosine period (default: epochs)")
-    add("--eta-min", type=float, default=0.0, help="cosine floor")
-    add("--tol", type=float, default=None, help="stop when the loss improves by less than this")
-    add("--n-iter-no-change", type=_positive_int, default=5)
-    add("--early-stopping", action="store_true", help="stop on a held-out validation loss")
-    add("--validation-fraction", type=float, default=0.1)
-    add("--standardize", action="store_true", help="fit on standardised features (coef in original units)")
-    add("--init", choices=INITS, default="ones", help="initial parameters (default ones, seed 000)")
-    add("--backend", choices=tuple(BACKENDS), default="cpu")
-
-
-#: The estimator parameters set from flags of the same name.
-ESTIMATOR_FLAGS = ("epochs", "solver", "batch_size", "shuffle", "optimizer", "momentum", "dampening", "nesterov",
-                   "weight_decay", "betas", "eps", "amsgrad", "penalty", "alpha", "l1_ratio", "schedule", "power_t",
-                   "gamma", "step_size", "t_max", "eta_min", "tol", "n_iter_no_change", "early_stopping",
-                   "validation_fraction", "standardize", "init", "backend")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="linreg", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -339,7 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seed-linear (seed 000), crops (seed 003), or a .npy/.npz/.csv file")
     train.add_argument("--target", help="target column(s) of a data file: indices or CSV header names, "
                                         "comma-separated (default: the last column)")
-    train.add_argument("--n-samples", type=_positive_int, default=5000, help="rows of seed-linear (default 5000)")
+    train.add_argument("--n-samples", type=options.parse_positive_int, default=5000,
+                       help="rows of seed-linear (default 5000)")
     train.add_argument("--seed", type=int, default=0,
                        help="random seed of the data, init=randn, the shuffle and the validation split (default 0)")
     train.add_argument("--plot", metavar="PNG", help="write the loss curve(s) to this file")
@@ -350,11 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--checkpoint", metavar="NPZ",
                        help="write the run's whole state here (atomically) every --checkpoint-every epochs, "
                             "on Ctrl-C and at the end")
-    train.add_argument("--checkpoint-every", type=_positive_int, default=None, metavar="N")
+    train.add_argument("--checkpoint-every", type=options.parse_positive_int, default=None, metavar="N")
     train.add_argument("--resume", action="store_true",
                        help="continue from --checkpoint (same data and options; the result equals an "
                             "uninterrupted run)")
-    add_estimator_flags(train)
+    options.add_flags(train)
     add_streaming_arguments(train)
     train.set_defaults(handler=_train)
     report = commands.add_parser(
@@ -406,10 +330,7 @@ def add_streaming_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _streaming_params(args: argparse.Namespace, show_progress: bool) -> dict:
-    params = {name: getattr(args, name) for name in ESTIMATOR_FLAGS}
-    params.update(betas=tuple(args.betas), lr=args.lr, random_state=args.seed,
-                  progress=show_progress and not args.no_progress)
-    return params
+    return options.params_from_flags(args, random_state=args.seed, progress=show_progress and not args.no_progress)
 
 
 def run_streaming(args: argparse.Namespace) -> int:
@@ -513,7 +434,7 @@ def build_streaming_parser() -> argparse.ArgumentParser:
     parser.add_argument("--plot", metavar="PNG", help="write the loss curve to this file")
     parser.add_argument("--save", metavar="NPZ", help="write the fitted model to this file (rank 0)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_estimator_flags(parser)
+    options.add_flags(parser)
     add_streaming_arguments(parser)
     return parser
 

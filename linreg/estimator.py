@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 
 from linreg import _validation as check
-from linreg import training
-from linreg.backends import BACKENDS, get_backend
-from linreg.training import ConvergenceWarning, Spec
+from linreg import options, training
+from linreg.backends import get_backend
+from linreg.options import Spec
+from linreg.training import ConvergenceWarning
 
-INITS = ("ones", "zeros", "randn")
 #: What ``stop_reason_`` can say.
 STOP_REASONS = {0: "epochs", 1: "tol", 2: "early_stopping", 3: "adaptive", 4: "diverged", 5: "interrupted"}
 #: Target wall time of one block of epochs between checks for Ctrl-C, progress and checkpoints.
@@ -41,30 +41,9 @@ class LinearRegressor:
     lr 1e-5 from weights of ones. The objective is the mean squared error (the
     seeds' ``mse``) plus ``alpha * R(W)`` for a penalty; see ``linreg.training``.
 
-    Parameters (keyword-only; see the README for each option's reference)
-    ------------------------------------------------------------------------
-    epochs : int, default 500            passes over the data
-    lr : float or "auto", default 1e-5   "auto": 1/L from the Hessian's largest eigenvalue
-    solver : "gd" | "normal" | "gram"    streaming (mini-batch) GD, exact least squares, GD on Gram statistics
-    batch_size : int or None             None: full batch (the seeds)
-    shuffle : bool, default True         reshuffle mini-batches each epoch (seeded by random_state)
-    optimizer : "sgd" | "adam" | "adamw" torch.optim's update rules
-    momentum, dampening, nesterov        torch.optim.SGD's
-    weight_decay : float or None         torch's (None: torch's default, 0.01 for AdamW); weights only
-    betas, eps, amsgrad                  torch.optim.Adam/AdamW's
-    penalty : "l2" | "l1" | "elasticnet" | None, alpha, l1_ratio
-    schedule : "constant" | "invscaling" | "step" | "exponential" | "cosine" | "adaptive"
-    power_t, gamma, step_size, t_max, eta_min   schedule parameters (per epoch)
-    tol, n_iter_no_change                stop when the loss stops improving by tol
-    early_stopping, validation_fraction  stop on a held-out fraction's loss; keep the best parameters
-    standardize : bool                   fit on standardised features, report coef_ in original units
-    init : "ones" | "zeros" | "randn" | (W, b)
-    backend : "cpu" | "torch" | "cuda"   "torch": the seeds' autograd loop; "cuda": our numba-cuda kernels, the
-                                         loop on the GPU, host or device arrays (both plain full-batch GD only)
-    warm_start : bool                    start fit from the previous coef_ and intercept_
-    random_state : int or None           seeds init="randn", the shuffle and the validation split
-    progress : bool                      tqdm progress bar with the live loss
-    checkpoint_every, checkpoint_path    write the run's whole state every N epochs (atomically); fit(resume=True)
+    Parameters are keyword-only; each is declared once in ``linreg.options.OPTIONS``
+    (its default, its check, its ``linreg train`` flag and its documentation,
+    the README's options table). They are listed at the end of this docstring.
 
     Attributes
     ----------
@@ -75,56 +54,18 @@ class LinearRegressor:
     lr_ (the learning rate used, e.g. from lr="auto"); n_features_in_; feature_names_in_ (DataFrames).
     """
 
-    def __init__(self, *, epochs: int = 500, lr: float | str = 1e-5, solver: str = "gd",
-                 batch_size: int | None = None, shuffle: bool = True, optimizer: str = "sgd",
-                 momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
-                 weight_decay: float | None = None, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 amsgrad: bool = False, penalty: str | None = None, alpha: float = 1e-4, l1_ratio: float = 0.15,
-                 schedule: str = "constant", power_t: float = 0.25, gamma: float = 0.1, step_size: int = 30,
-                 t_max: int | None = None, eta_min: float = 0.0, tol: float | None = None,
-                 n_iter_no_change: int = 5, early_stopping: bool = False, validation_fraction: float = 0.1,
-                 standardize: bool = False, init: str | tuple = "ones", backend: str = "cpu",
-                 warm_start: bool = False, random_state: int | None = None, progress: bool = False,
-                 checkpoint_every: int | None = None, checkpoint_path: str | None = None) -> None:
-        self.epochs = epochs
-        self.lr = lr
-        self.solver = solver
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.optimizer = optimizer
-        self.momentum = momentum
-        self.dampening = dampening
-        self.nesterov = nesterov
-        self.weight_decay = weight_decay
-        self.betas = betas
-        self.eps = eps
-        self.amsgrad = amsgrad
-        self.penalty = penalty
-        self.alpha = alpha
-        self.l1_ratio = l1_ratio
-        self.schedule = schedule
-        self.power_t = power_t
-        self.gamma = gamma
-        self.step_size = step_size
-        self.t_max = t_max
-        self.eta_min = eta_min
-        self.tol = tol
-        self.n_iter_no_change = n_iter_no_change
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.standardize = standardize
-        self.init = init
-        self.backend = backend
-        self.warm_start = warm_start
-        self.random_state = random_state
-        self.progress = progress
-        self.checkpoint_every = checkpoint_every
-        self.checkpoint_path = checkpoint_path
+    def __init__(self, **params: Any) -> None:  # the signature is OPTIONS' (set below the class)
+        unknown = sorted(set(params) - set(options.DEFAULTS))
+        if unknown:
+            raise TypeError(f"LinearRegressor() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}; "
+                            f"the options are {', '.join(options.DEFAULTS)}")
+        for name, default in options.DEFAULTS.items():
+            setattr(self, name, params.get(name, default))
 
     # -- scikit-learn's estimator protocol ----------------------------------------------------
     @classmethod
     def _param_names(cls) -> list[str]:
-        return [p.name for p in inspect.signature(cls.__init__).parameters.values() if p.kind is p.KEYWORD_ONLY]
+        return list(options.DEFAULTS)
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self._param_names()}
@@ -147,37 +88,14 @@ class LinearRegressor:
                     regressor_tags=RegressorTags(), input_tags=InputTags())
 
     def __repr__(self) -> str:
-        defaults = {p.name: p.default for p in inspect.signature(type(self).__init__).parameters.values()}
-        changed = [f"{k}={v!r}" for k, v in self.get_params().items() if not _same(v, defaults.get(k))]
+        changed = [f"{k}={v!r}" for k, v in self.get_params().items() if not _same(v, options.DEFAULTS[k])]
         return f"LinearRegressor({', '.join(changed)})"
 
     # -- validation ---------------------------------------------------------------------------
     def _spec(self) -> Spec:
+        """The training options, validated; every other option is checked too (errors before any work)."""
         params = self.get_params()
-        spec = training.make_spec(params)
-        check.check_choice(self.backend, "backend", tuple(BACKENDS))
-        if isinstance(self.init, str):
-            check.check_choice(self.init, "init", INITS)
-        elif not (isinstance(self.init, tuple | list) and len(self.init) == 2):
-            raise TypeError(f"init must be one of {INITS} or a (W, b) pair of arrays, got {self.init!r}")
-        if not isinstance(self.warm_start, bool) or not isinstance(self.progress, bool):
-            raise TypeError("warm_start and progress must be True or False")
-        if self.checkpoint_every is not None:
-            check.check_positive(self.checkpoint_every, "checkpoint_every", integer=True)
-            if self.checkpoint_path is None:
-                raise ValueError("checkpoint_every needs checkpoint_path, the file to write the checkpoints to")
-        if self.random_state is not None:
-            if isinstance(self.random_state, bool) or not isinstance(self.random_state, int | np.integer):
-                raise TypeError(f"random_state must be an int or None, got {self.random_state!r}")
-            if not 0 <= self.random_state < 2**63:
-                raise ValueError(f"random_state must be in [0, 2**63), got {self.random_state}")
-        if self.checkpoint_path is not None:
-            import os
-
-            folder = os.path.dirname(os.path.abspath(os.fspath(self.checkpoint_path)))
-            if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-                raise ValueError(f"checkpoint_path {self.checkpoint_path!r}: the folder {folder!r} does not exist or "
-                                 "is not writable")
+        spec = options.make_spec(params)
         return spec
 
     def _initial_params(self, n_features: int, n_outputs: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
@@ -579,6 +497,13 @@ class LinearRegressor:
         from linreg.persistence import save
 
         save(self, path)
+
+
+LinearRegressor.__doc__ += "\n    Parameters\n    ----------\n" + options.signature_doc() + "\n"
+LinearRegressor.__init__.__signature__ = inspect.Signature(
+    [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    + [inspect.Parameter(option.name, inspect.Parameter.KEYWORD_ONLY, default=option.default)
+       for option in options.OPTIONS])
 
 
 class _interrupt_flag:

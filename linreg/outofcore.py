@@ -76,7 +76,9 @@ import numpy as np
 
 from linreg import _validation as check
 from linreg import training
-from linreg.backends import GDRun, get_backend
+from linreg.backends import get_backend
+from linreg.options import Spec
+from linreg.runs import GDRun
 
 #: Default budget, in bytes, of the chunk buffers (data, targets, weights, conversion and shuffle scratch).
 #: Tests patch it small; ``fit(..., chunk_bytes=...)`` overrides it per call.
@@ -547,7 +549,7 @@ def statistics_pass(reader: ShardReader, team: Collective, *, gram: bool, moment
 class StreamingRun(GDRun):
     """Epochs of GD / mini-batch SGD over a rank's chunks, one ``Stepper`` step per (all-reduced) batch."""
 
-    def __init__(self, reader: ShardReader, team: Collective, spec: training.Spec, engine_state, lr: float,
+    def __init__(self, reader: ShardReader, team: Collective, spec: Spec, engine_state, lr: float,
                  seed: int, batch_counts: list[int] | None = None, local_batch_size: int | None = None) -> None:
         from linreg._engine import Stepper
 
@@ -689,7 +691,7 @@ class Report:
     fit_seconds: float = 0.0
 
 
-def _unsupported(estimator, spec: training.Spec) -> None:
+def _unsupported(estimator, spec: Spec) -> None:
     if getattr(estimator, "checkpoint_path", None) is not None:
         raise ValueError("checkpoints (checkpoint_path) are not supported out of core or distributed yet; "
                          f"got checkpoint_path={estimator.checkpoint_path!r}")
@@ -734,7 +736,7 @@ def train(estimator, X: Any, y: Any, sample_weight: Any = None, *, chunk_bytes: 
         data.close()
 
 
-def _train(estimator, spec: training.Spec, data: Dataset, team: Collective, shards, chunk_bytes: int,
+def _train(estimator, spec: Spec, data: Dataset, team: Collective, shards, chunk_bytes: int,
            started: float) -> Report:
     from linreg._engine import EngineRun, EngineState
 

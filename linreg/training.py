@@ -1,4 +1,6 @@
-"""Training options, their validation, schedules, solvers and the CPU trainer around ``kernels.cpu_train``.
+"""The training rules that are plain maths: schedules, the standardising map, lr="auto", the exact solve, the split.
+
+The options themselves (their defaults and validation) are declared in ``linreg.options``.
 
 The objective (DESIGN.md section 1 plus the penalty; the bias is never penalised)::
 
@@ -12,21 +14,11 @@ with sample weights s (all 1 by default; then the data term is the seeds' mse).
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from linreg import _validation as check
-
-SOLVERS = ("gd", "normal", "gram")
-OPTIMIZERS = ("sgd", "adam", "adamw")
-PENALTIES = ("l2", "l1", "elasticnet", None)
-SCHEDULES = ("constant", "invscaling", "step", "exponential", "cosine", "adaptive")
-#: torch.optim's default weight decay per optimiser (weight_decay=None means this).
-DEFAULT_WEIGHT_DECAY = {"sgd": 0.0, "adam": 0.0, "adamw": 1e-2}
+from linreg.options import Spec
 
 
 class ConvergenceWarning(UserWarning):
@@ -35,150 +27,6 @@ class ConvergenceWarning(UserWarning):
 
 class IllConditionedWarning(UserWarning):
     """The normal equations are singular or ill-conditioned; the exact solution may be inaccurate."""
-
-
-@dataclass(frozen=True)
-class Spec:
-    """Validated training options (see LinearRegressor for their meaning)."""
-
-    epochs: int
-    lr: float | str
-    solver: str
-    batch_size: int | None
-    shuffle: bool
-    optimizer: str
-    momentum: float
-    dampening: float
-    nesterov: bool
-    weight_decay: float
-    betas: tuple[float, float]
-    eps: float
-    amsgrad: bool
-    penalty: str | None
-    alpha: float
-    l1_ratio: float
-    schedule: str
-    power_t: float
-    gamma: float
-    step_size: int
-    t_max: int | None
-    eta_min: float
-    tol: float | None
-    n_iter_no_change: int
-    early_stopping: bool
-    validation_fraction: float
-    standardize: bool
-
-    def non_plain_options(self) -> list[str]:
-        """The options that take this beyond the seeds' plain full-batch gradient descent."""
-        plain = {"solver": "gd", "batch_size": None, "optimizer": "sgd", "momentum": 0.0, "weight_decay": 0.0,
-                 "penalty": None, "schedule": "constant", "tol": None, "early_stopping": False,
-                 "standardize": False}
-        changed = [f"{name}={getattr(self, name)!r}" for name, value in plain.items() if getattr(self, name) != value]
-        if self.lr == "auto":
-            changed.append("lr='auto'")
-        return changed
-
-    @property
-    def l1_share(self) -> float:
-        return {"l1": 1.0, "elasticnet": self.l1_ratio}.get(self.penalty, 0.0)
-
-
-def _real(value: Any, name: str, *, low: float, high: float = math.inf, low_open: bool = False,
-          high_open: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
-    value = float(value)
-    ok_low = value > low if low_open else value >= low
-    ok_high = value < high if high_open else value <= high
-    if not (math.isfinite(value) and ok_low and ok_high):
-        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open or high == math.inf else ']'}"
-        raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}")
-    return value
-
-
-def _flag(value: Any, name: str) -> bool:
-    if not isinstance(value, bool | np.bool_):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    return bool(value)
-
-
-def make_spec(params: dict[str, Any]) -> Spec:
-    """Validate the estimator's hyper-parameters; errors name the parameter, the expectation and the value."""
-    p = params
-    epochs = check.check_positive(p["epochs"], "epochs", integer=True)
-    lr = p["lr"]
-    if isinstance(lr, str):
-        if lr != "auto":
-            raise ValueError(f"lr must be a positive number or 'auto', got {lr!r}")
-    else:
-        lr = float(check.check_positive(lr, "lr"))
-    solver = check.check_choice(p["solver"], "solver", SOLVERS)
-    batch_size = p["batch_size"]
-    if batch_size is not None:
-        batch_size = int(check.check_positive(batch_size, "batch_size", integer=True))
-    optimizer = check.check_choice(p["optimizer"], "optimizer", OPTIMIZERS)
-    penalty = p["penalty"]
-    if penalty not in PENALTIES:
-        raise ValueError(f"penalty must be one of 'l2', 'l1', 'elasticnet' or None; got {penalty!r}")
-    schedule = check.check_choice(p["schedule"], "schedule", SCHEDULES)
-    weight_decay = DEFAULT_WEIGHT_DECAY[optimizer] if p["weight_decay"] is None else p["weight_decay"]
-    betas = p["betas"]
-    if not (isinstance(betas, tuple | list) and len(betas) == 2):
-        raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-    tol = p["tol"]
-    if tol is not None:
-        tol = _real(tol, "tol", low=0.0)
-    t_max = p["t_max"]
-    if t_max is not None:
-        t_max = int(check.check_positive(t_max, "t_max", integer=True))
-    spec = Spec(
-        epochs=int(epochs), lr=lr, solver=solver, batch_size=batch_size, shuffle=_flag(p["shuffle"], "shuffle"),
-        optimizer=optimizer, momentum=_real(p["momentum"], "momentum", low=0.0),
-        dampening=_real(p["dampening"], "dampening", low=0.0, high=1.0), nesterov=_flag(p["nesterov"], "nesterov"),
-        weight_decay=_real(weight_decay, "weight_decay", low=0.0),
-        betas=(_real(betas[0], "betas[0]", low=0.0, high=1.0, high_open=True),
-               _real(betas[1], "betas[1]", low=0.0, high=1.0, high_open=True)),
-        eps=_real(p["eps"], "eps", low=0.0), amsgrad=_flag(p["amsgrad"], "amsgrad"), penalty=penalty,
-        alpha=_real(p["alpha"], "alpha", low=0.0), l1_ratio=_real(p["l1_ratio"], "l1_ratio", low=0.0, high=1.0),
-        schedule=schedule, power_t=_real(p["power_t"], "power_t", low=0.0),
-        gamma=_real(p["gamma"], "gamma", low=0.0, low_open=True),
-        step_size=int(check.check_positive(p["step_size"], "step_size", integer=True)), t_max=t_max,
-        eta_min=_real(p["eta_min"], "eta_min", low=0.0), tol=tol,
-        n_iter_no_change=int(check.check_positive(p["n_iter_no_change"], "n_iter_no_change", integer=True)),
-        early_stopping=_flag(p["early_stopping"], "early_stopping"),
-        validation_fraction=_real(p["validation_fraction"], "validation_fraction", low=0.0, high=1.0,
-                                  low_open=True, high_open=True),
-        standardize=_flag(p["standardize"], "standardize"),
-    )
-    _check_combinations(spec)
-    return spec
-
-
-def _check_combinations(spec: Spec) -> None:
-    if spec.nesterov and (spec.momentum <= 0 or spec.dampening != 0):
-        raise ValueError("nesterov=True needs momentum > 0 and dampening=0 (as torch.optim.SGD)")
-    if spec.optimizer != "sgd" and (spec.momentum or spec.nesterov or spec.dampening):
-        raise ValueError(f"momentum, dampening and nesterov are SGD options; optimizer={spec.optimizer!r} "
-                         "uses betas instead")
-    if spec.lr == "auto" and spec.optimizer != "sgd":
-        raise ValueError(f"lr='auto' is the gradient-descent step 1/L from the loss curvature; it needs "
-                         f"optimizer='sgd', got {spec.optimizer!r} (Adam's step is not curvature-scaled)")
-    if spec.schedule in ("adaptive",) and spec.tol is None:
-        raise ValueError("schedule='adaptive' divides lr by 5 when the loss stops improving by tol: set tol "
-                         "(scikit-learn uses 1e-3)")
-    if spec.early_stopping and spec.tol is None:
-        raise ValueError("early_stopping=True stops when the validation loss stops improving by tol: set tol "
-                         "(scikit-learn uses 1e-3)")
-    if spec.solver == "normal":
-        if spec.penalty in ("l1", "elasticnet"):
-            raise ValueError(f"solver='normal' solves least squares or ridge exactly; penalty={spec.penalty!r} has "
-                             "no closed form: use solver='gd' or 'gram'")
-        if spec.early_stopping:
-            raise ValueError("early_stopping applies to iterative solvers, not solver='normal'")
-    if spec.solver in ("normal", "gram") and spec.batch_size is not None:
-        raise ValueError(f"solver={spec.solver!r} works on the whole data set's statistics; batch_size must be "
-                         f"None, got {spec.batch_size}")
 
 
 def learning_rates(spec: Spec, lr: float, epochs: int) -> np.ndarray:

@@ -104,3 +104,28 @@ def test_no_top_level_kernels_package_outside_the_repository(tmp_path):
             "sys.exit(0 if importlib.util.find_spec('kernels') is None else 1)\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr or "a top-level package named 'kernels' is importable"
+
+
+def test_the_readme_options_table_is_the_declared_one():
+    """The README's options table is generated from linreg.options.OPTIONS (python -m linreg.options)."""
+    from linreg import options
+
+    readme = (PACKAGE.parent / "README.md").read_text()
+    begin, end = "<!-- options:begin -->\n", "\n<!-- options:end -->"
+    assert readme[readme.index(begin) + len(begin):readme.index(end)] == options.markdown_table()
+
+
+def test_every_option_reaches_the_estimator_the_cli_and_the_checkpoint_rules():
+    import argparse
+    import inspect
+
+    from linreg import LinearRegressor, checkpoint, options
+
+    assert list(inspect.signature(LinearRegressor).parameters) == [o.name for o in options.OPTIONS]
+    parser = argparse.ArgumentParser()
+    options.add_flags(parser)
+    args = parser.parse_args([])
+    flagged = options.params_from_flags(args)
+    assert {name: value for name, value in flagged.items()} == {
+        o.name: o.default for o in options.OPTIONS if o.flag is not None}
+    assert checkpoint.FREE_PARAMS == {o.name for o in options.OPTIONS if o.resumable}

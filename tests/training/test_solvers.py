@@ -329,7 +329,7 @@ def test_partial_fit_rejects_whole_data_options():
 
 def test_stepper_over_chunks_equals_the_in_memory_engine():
     """Gradient sums of several chunks, then one Stepper step: the update out-of-core and distributed use."""
-    from linreg import training
+    from linreg import options
     from linreg._engine import EngineState, Stepper, batch_sums
 
     X, Y = noisy_problem(n_samples=203)
@@ -340,7 +340,7 @@ def test_stepper_over_chunks_equals_the_in_memory_engine():
     mu = np.average(X, axis=0, weights=weights)
     sigma = np.sqrt(np.average((X - mu) ** 2, axis=0, weights=weights))
     state = EngineState(np.ones((2, 5)), np.ones(2), mu, sigma, True)
-    stepper = Stepper(training.make_spec(params), state, X.dtype)
+    stepper = Stepper(options.make_spec(params), state, X.dtype)
     history = []
     for _ in range(25):
         W, b = stepper.kernel_params()
