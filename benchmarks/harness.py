@@ -388,16 +388,16 @@ def _minibatch(provider: str, X: np.ndarray, Y: np.ndarray) -> tuple[Callable, s
 def _linreg_minibatch(X: np.ndarray, Y: np.ndarray) -> tuple[Callable, str]:
     from linreg import LinearRegressor
 
-    n_features, n_outputs = X.shape[1], Y.shape[1]
+    n_outputs = Y.shape[1]
     model = LinearRegressor(batch_size=MINIBATCH, epochs=_EPOCH_POOL, lr=EPOCH_LR, init="zeros", random_state=0)
-    try:  # one epoch of the compiled engine, without fit's input validation (private API, may move)
-        spec = model._spec()
-        W0, b0 = model._initial_params(n_features, n_outputs, X.dtype)
-        state = {"run": model._start_engine(spec, X, Y, None, W0, b0, 0)[0]}
+    try:  # one epoch of the compiled engine, without fit's input validation
+        from linreg import driver
+
+        state = {"run": driver.engine_run(model.get_params(), X, Y)}
 
         def epoch():
             if state["run"].n_done >= _EPOCH_POOL:
-                state["run"] = model._start_engine(spec, X, Y, None, W0, b0, 0)[0]
+                state["run"] = driver.engine_run(model.get_params(), X, Y)
             state["run"].advance(1)
 
         epoch()

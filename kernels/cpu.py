@@ -513,6 +513,13 @@ def _loss_grad(X, Y, W, b, dW, db, parallel, chunk_rows, n_chunks, residuals, dW
 
 
 @njit(cache=True)
+def is_divergent(value, first):
+    """Divergence, the one rule of every training loop: a non-finite loss, or one EXPLOSION_FACTOR times the
+    fit's first loss ``first`` (caught long before overflow). Callable from Python and from compiled code."""
+    return not np.isfinite(value) or (first > 0 and value > EXPLOSION_FACTOR * first)
+
+
+@njit(cache=True)
 def _gd_epochs(X, Y, W, b, lr, loss_history, start, stop, dW, db, W_prev, b_prev,
                parallel, chunk_rows, n_chunks, residuals, dW_parts, db_parts, loss_parts):
     """Full-batch gradient descent for epochs [start, stop), the seeds' loop compiled.
@@ -543,9 +550,7 @@ def _gd_epochs(X, Y, W, b, lr, loss_history, start, stop, dW, db, W_prev, b_prev
             value = _loss_grad(X, Y, W, b, dW, db, parallel, chunk_rows, n_chunks,
                                residuals, dW_parts, db_parts, loss_parts)
         loss_history[epoch] = value
-        # Divergence: a non-finite loss, or one EXPLOSION_FACTOR times the first (caught long before overflow).
-        first = loss_history[0] if epoch > 0 else value
-        if not np.isfinite(value) or (first > 0 and value > EXPLOSION_FACTOR * first):
+        if is_divergent(value, loss_history[0] if epoch > 0 else value):
             if epoch > 0:
                 W[:] = W_prev
                 b[:] = b_prev

@@ -34,29 +34,35 @@ of (seed, epoch): the same on every machine and thread count.
 
 from __future__ import annotations
 
+from collections import namedtuple
+
 import numpy as np
 from numba import njit, prange
 
 from . import cpu
+from .codes import (  # noqa: F401
+    ADAM,
+    ADAMW,
+    ADAPTIVE_MIN_LR,
+    ELASTICNET,
+    K_EPOCH,
+    K_NO_IMPROVE,
+    K_STEP,
+    K_STOP,
+    L1,
+    L2,
+    NO_PENALTY,
+    RUNNING,
+    S_BEST,
+    S_FIRST_LOSS,
+    S_LR_FACTOR,
+    SGD,
+    STOP_ADAPTIVE,
+    STOP_DIVERGED,
+    STOP_EARLY,
+    STOP_TOL,
+)
 
-# Optimiser, penalty and stop codes shared with linreg.training.
-SGD, ADAM, ADAMW = 0, 1, 2
-NO_PENALTY, L2, L1, ELASTICNET = 0, 1, 2, 3
-RUNNING, STOP_TOL, STOP_EARLY, STOP_ADAPTIVE, STOP_DIVERGED = 0, 1, 2, 3, 4
-#: The adaptive schedule stops once the learning rate falls below this (scikit-learn's rule).
-ADAPTIVE_MIN_LR = 1e-6
-
-# Layout of the small float64 hyper-parameter vector ``hyper``.
-H_MOMENTUM, H_DAMPENING, H_NESTEROV, H_WEIGHT_DECAY, H_BETA1, H_BETA2, H_EPS, H_AMSGRAD, H_ALPHA, H_L1_RATIO, \
-    H_TOL = range(11)
-N_HYPER = 11
-# Layout of the int64 configuration vector ``config``.
-C_OPTIMIZER, C_PENALTY, C_N_ITER_NO_CHANGE, C_EARLY_STOPPING, C_ADAPTIVE, C_BATCH_SIZE, C_SHUFFLE, C_SEED, \
-    C_STANDARDIZE, C_USE_TOL, C_GRAM = range(11)
-N_CONFIG = 11
-# Layout of the int64 counters and float64 scalars that persist between calls (and partial_fit calls).
-K_STEP, K_EPOCH, K_NO_IMPROVE, K_STOP = range(4)
-S_BEST, S_LR_FACTOR, S_FIRST_LOSS = range(3)
 EXPLOSION_FACTOR = cpu.EXPLOSION_FACTOR
 
 _FASTMATH = {"reassoc", "contract"}
@@ -252,6 +258,37 @@ def _gram_loss_grad(G, C, yy, weight_total, W, b, dW, db):
 
 
 # --------------------------------------------------------------------------- the epoch engine
+#
+# The engine's configuration is one typed value, ``EngineConfig`` (a namedtuple: numba compiles it as a
+# struct of scalars); its state persists between calls in ``TrainState`` (arrays the loops update in place).
+# One rule each, called by every loop (the in-memory ``_train_epochs``, the Gram loop ``_gram_epochs``, and
+# from Python by the streaming run in ``linreg.outofcore``): ``_apply_step`` (penalty, divergence check,
+# optimiser step), ``_diverge`` (what a divergence leaves behind) and ``_stopping_rule`` (tol, adaptive,
+# early stopping).
+
+#: The engine's options, all scalars (see ``linreg.options`` for their meaning). ``make_config`` fixes the types.
+EngineConfig = namedtuple("EngineConfig", [
+    "optimizer", "momentum", "dampening", "nesterov", "weight_decay", "beta1", "beta2", "eps", "amsgrad",
+    "penalty", "alpha", "l1_ratio", "use_tol", "tol", "n_iter_no_change", "early_stopping", "adaptive",
+    "batch_size", "shuffle", "seed", "standardize"])
+
+#: What persists between calls (and partial_fit calls), float64 unless said: parameters in the optimiser's
+#: (possibly standardised) space, the standardising shift and scale, optimiser buffers (momentum, Adam's
+#: exp_avg, exp_avg_sq, max_exp_avg_sq), int64 counters (K_*), scalars (S_*), the best validated and the
+#: previous parameters.
+TrainState = namedtuple("TrainState", ["W", "b", "mu", "sigma", "buffers_W", "buffers_b", "counters", "scalars",
+                                       "best_W", "best_b", "prev_W", "prev_b"])
+
+
+def make_config(*, optimizer: int, momentum: float, dampening: float, nesterov: bool, weight_decay: float,
+                beta1: float, beta2: float, eps: float, amsgrad: bool, penalty: int, alpha: float, l1_ratio: float,
+                use_tol: bool, tol: float, n_iter_no_change: int, early_stopping: bool, adaptive: bool,
+                batch_size: int, shuffle: bool, seed: int, standardize: bool) -> EngineConfig:
+    """An ``EngineConfig`` with each field of one fixed type, so that the loops compile once."""
+    return EngineConfig(int(optimizer), float(momentum), float(dampening), bool(nesterov), float(weight_decay),
+                        float(beta1), float(beta2), float(eps), bool(amsgrad), int(penalty), float(alpha),
+                        float(l1_ratio), bool(use_tol), float(tol), int(n_iter_no_change), bool(early_stopping),
+                        bool(adaptive), int(batch_size), bool(shuffle), int(seed), bool(standardize))
 
 
 @njit(cache=True)
@@ -271,18 +308,18 @@ def _penalty(W, dW, kind, alpha, l1_ratio):
 
 
 @njit(cache=True)
-def _optimizer_step(theta, grad, buffers, step, lr, kind, hyper, penalised):
+def _optimizer_step(theta, grad, buffers, step, lr, config, penalised):
     """One torch.optim step on a flat float64 parameter view.
 
     ``buffers`` rows: momentum buffer, Adam's exp_avg, exp_avg_sq, max_exp_avg_sq.
     ``step`` is the 1-based step number. Weight decay acts only where ``penalised``
     (the weights, not the bias): torch.optim with the bias in a weight_decay=0 group.
     """
-    weight_decay = hyper[H_WEIGHT_DECAY] if penalised else 0.0
-    if kind == SGD:
-        momentum = hyper[H_MOMENTUM]
-        dampening = hyper[H_DAMPENING]
-        nesterov = hyper[H_NESTEROV] != 0.0
+    weight_decay = config.weight_decay if penalised else 0.0
+    if config.optimizer == SGD:
+        momentum = config.momentum
+        dampening = config.dampening
+        nesterov = config.nesterov
         for k in range(theta.shape[0]):
             g = grad[k] + weight_decay * theta[k]
             if momentum != 0.0:
@@ -293,23 +330,22 @@ def _optimizer_step(theta, grad, buffers, step, lr, kind, hyper, penalised):
                 g = g + momentum * buffers[0, k] if nesterov else buffers[0, k]
             theta[k] -= lr * g
         return
-    beta1 = hyper[H_BETA1]
-    beta2 = hyper[H_BETA2]
-    eps = hyper[H_EPS]
-    amsgrad = hyper[H_AMSGRAD] != 0.0
+    beta1 = config.beta1
+    beta2 = config.beta2
+    eps = config.eps
     bias_correction1 = 1.0 - beta1**step
     bias_correction2_sqrt = np.sqrt(1.0 - beta2**step)
     step_size = lr / bias_correction1
     for k in range(theta.shape[0]):
         g = grad[k]
-        if kind == ADAMW:
+        if config.optimizer == ADAMW:
             theta[k] *= 1.0 - lr * weight_decay
         else:
             g = g + weight_decay * theta[k]
         buffers[1, k] += (g - buffers[1, k]) * (1.0 - beta1)  # torch: exp_avg.lerp_(grad, 1 - beta1)
         buffers[2, k] = beta2 * buffers[2, k] + (1.0 - beta2) * g * g
         second = buffers[2, k]
-        if amsgrad:
+        if config.amsgrad:
             buffers[3, k] = max(buffers[3, k], second)
             second = buffers[3, k]
         theta[k] -= step_size * buffers[1, k] / (np.sqrt(second) / bias_correction2_sqrt + eps)
@@ -329,40 +365,6 @@ def _effective_params(W, b, mu, sigma, standardize, W_eff, b_eff):
 
 
 @njit(cache=True)
-def _batch(X, Y, rows, weights, order, start, stop, W, b, mu, sigma, config, layouts, Wk, bk, W_eff, b_eff,
-           dW, db, G, C, yy, weight_total, work):
-    """Loss, float64 gradients with respect to the optimiser's parameters, and the batch weight sum."""
-    standardize = config[C_STANDARDIZE] != 0
-    _effective_params(W, b, mu, sigma, standardize, W_eff, b_eff)
-    if config[C_GRAM] != 0:
-        value = _gram_loss_grad(G, C, yy, weight_total, W_eff, b_eff, dW, db)
-        batch_weight = weight_total
-    else:
-        for o in range(Wk.shape[0]):
-            bk[o] = b_eff[o]
-            for f in range(Wk.shape[1]):
-                Wk[o, f] = W_eff[o, f]
-        residuals, dW_parts, db_parts, loss_parts, weight_parts = work
-        n = stop - start
-        layout = 0
-        for k in range(layouts.shape[0]):
-            if layouts[k, 0] == n:
-                layout = k
-        parallel, chunk_rows, n_chunks = layouts[layout, 1] != 0, layouts[layout, 2], layouts[layout, 3]
-        if order.shape[0] == 0 and weights.shape[0] == 0 and start == 0 and n == X.shape[0]:
-            # Whole data set, in order, unweighted: the streaming kernel of kernels.cpu.
-            value = cpu._loss_grad(X, Y, Wk, bk, dW, db, parallel, chunk_rows, n_chunks,
-                                   residuals, dW_parts, db_parts, loss_parts)
-            batch_weight = np.float64(n)
-        else:
-            value, batch_weight = _gather_loss_grad(X, Y, Wk, bk, order, weights, start, stop, dW, db, parallel,
-                                                    chunk_rows, n_chunks, residuals, dW_parts, db_parts,
-                                                    loss_parts, weight_parts)
-    _to_optimizer_space(dW, db, mu, sigma, standardize)
-    return value, batch_weight
-
-
-@njit(cache=True)
 def _to_optimizer_space(dW, db, mu, sigma, standardize):
     """Chain rule from gradients of the kernel's (original-unit) parameters to the optimiser's."""
     if standardize:
@@ -372,62 +374,136 @@ def _to_optimizer_space(dW, db, mu, sigma, standardize):
 
 
 @njit(cache=True)
-def _diverged(value, scalars):
-    """Non-finite, or EXPLOSION_FACTOR times the first objective of the fit (caught long before overflow)."""
-    if np.isnan(scalars[S_FIRST_LOSS]):
-        scalars[S_FIRST_LOSS] = value
-    first = scalars[S_FIRST_LOSS]
-    return not np.isfinite(value) or (first > 0 and value > EXPLOSION_FACTOR * first)
+def _batch(X, Y, weights, order, start, stop, state, config, layouts, Wk, bk, W_eff, b_eff, dW, db, work):
+    """Loss, float64 gradients with respect to the optimiser's parameters, and the batch weight sum."""
+    _effective_params(state.W, state.b, state.mu, state.sigma, config.standardize, W_eff, b_eff)
+    for o in range(Wk.shape[0]):
+        bk[o] = b_eff[o]
+        for f in range(Wk.shape[1]):
+            Wk[o, f] = W_eff[o, f]
+    residuals, dW_parts, db_parts, loss_parts, weight_parts = work
+    n = stop - start
+    layout = 0
+    for k in range(layouts.shape[0]):
+        if layouts[k, 0] == n:
+            layout = k
+    parallel, chunk_rows, n_chunks = layouts[layout, 1] != 0, layouts[layout, 2], layouts[layout, 3]
+    if order.shape[0] == 0 and weights.shape[0] == 0 and start == 0 and n == X.shape[0]:
+        # Whole data set, in order, unweighted: the streaming kernel of kernels.cpu.
+        value = cpu._loss_grad(X, Y, Wk, bk, dW, db, parallel, chunk_rows, n_chunks,
+                               residuals, dW_parts, db_parts, loss_parts)
+        batch_weight = np.float64(n)
+    else:
+        value, batch_weight = _gather_loss_grad(X, Y, Wk, bk, order, weights, start, stop, dW, db, parallel,
+                                                chunk_rows, n_chunks, residuals, dW_parts, db_parts,
+                                                loss_parts, weight_parts)
+    _to_optimizer_space(dW, db, state.mu, state.sigma, config.standardize)
+    return value, batch_weight
 
 
 @njit(cache=True)
-def _apply_step(W, b, dW, db, value, hyper, config, buffers_W, buffers_b, counters, scalars, lr, prev_W, prev_b):
+def _gram_batch(G, C, yy, weight_total, state, config, W_eff, b_eff, dW, db):
+    """``_batch`` from Gram statistics instead of rows: loss and gradients in the optimiser's space."""
+    _effective_params(state.W, state.b, state.mu, state.sigma, config.standardize, W_eff, b_eff)
+    value = _gram_loss_grad(G, C, yy, weight_total, W_eff, b_eff, dW, db)
+    _to_optimizer_space(dW, db, state.mu, state.sigma, config.standardize)
+    return value
+
+
+@njit(cache=True)
+def _diverged(value, scalars):
+    """The divergence rule of ``kernels.cpu.is_divergent``, against the fit's first objective."""
+    if np.isnan(scalars[S_FIRST_LOSS]):
+        scalars[S_FIRST_LOSS] = value
+    return cpu.is_divergent(value, scalars[S_FIRST_LOSS])
+
+
+@njit(cache=True)
+def _apply_step(state, dW, db, value, config, lr):
     """Penalty, then one optimiser step from the data gradients (dW, db) in the optimiser's space.
 
     Returns the objective (data loss + penalty) at the parameters before the step
     and whether the step was taken: a diverged objective (``_diverged``) takes
-    none, and the caller stops training and restores ``prev_W``/``prev_b``.
+    none, and the caller ends training with ``_diverge``.
     """
-    value += _penalty(W, dW, config[C_PENALTY], hyper[H_ALPHA], hyper[H_L1_RATIO])
-    if _diverged(value, scalars):
+    value += _penalty(state.W, dW, config.penalty, config.alpha, config.l1_ratio)
+    if _diverged(value, state.scalars):
         return value, False
-    prev_W[:] = W
-    prev_b[:] = b
+    state.prev_W[:] = state.W
+    state.prev_b[:] = state.b
+    counters = state.counters
     counters[K_STEP] += 1
     step = counters[K_STEP]
-    _optimizer_step(W.reshape(-1), dW.reshape(-1), buffers_W.reshape(4, -1), step, lr, config[C_OPTIMIZER], hyper,
-                    True)
-    _optimizer_step(b, db, buffers_b, step, lr, config[C_OPTIMIZER], hyper, False)
+    _optimizer_step(state.W.reshape(-1), dW.reshape(-1), state.buffers_W.reshape(4, -1), step, lr, config, True)
+    _optimizer_step(state.b, db, state.buffers_b, step, lr, config, False)
     return value, True
 
 
 @njit(cache=True)
-def _train_epochs(X, Y, rows, weights, val_rows, W, b, mu, sigma, hyper, config, lr_by_epoch, first_epoch, n_epochs,
-                  buffers_W, buffers_b, counters, scalars, best_W, best_b, prev_W, prev_b,
-                  loss_history, val_history, layouts, val_layouts, order, Wk, bk, W_eff, b_eff, dW, db,
-                  G, C, yy, weight_total, G_val, C_val, yy_val, val_weight_total, work):
-    """Run up to ``n_epochs`` epochs from epoch ``counters[K_EPOCH]``; return the number completed.
+def _diverge(state, loss_history, index, value):
+    """What a divergence leaves: the parameters before the last step, the diverging objective recorded."""
+    if state.counters[K_STEP] > 0:
+        state.W[:] = state.prev_W
+        state.b[:] = state.prev_b
+    loss_history[index] = value
+    state.counters[K_STOP] = STOP_DIVERGED
+
+
+@njit(cache=True)
+def _stopping_rule(metric, lr, state, config):
+    """scikit-learn's rule after an epoch whose metric (loss, or validation loss) is ``metric``.
+
+    Counts epochs above ``best - tol``; after ``n_iter_no_change`` of them the adaptive
+    schedule divides lr by 5 (until it is below ADAPTIVE_MIN_LR), otherwise training
+    stops (``counters[K_STOP]``). With early stopping the best validated parameters are
+    kept, and restored when it stops. Returns True when training stops.
+    """
+    if not config.use_tol:
+        return False
+    counters, scalars = state.counters, state.scalars
+    if metric > scalars[S_BEST] - config.tol:
+        counters[K_NO_IMPROVE] += 1
+    else:
+        counters[K_NO_IMPROVE] = 0
+    if metric < scalars[S_BEST]:
+        scalars[S_BEST] = metric
+        if config.early_stopping:
+            state.best_W[:] = state.W
+            state.best_b[:] = state.b
+    if counters[K_NO_IMPROVE] < config.n_iter_no_change:
+        return False
+    if config.adaptive and lr > ADAPTIVE_MIN_LR:
+        scalars[S_LR_FACTOR] /= 5.0
+        counters[K_NO_IMPROVE] = 0
+        return False
+    if config.early_stopping:
+        state.W[:] = state.best_W
+        state.b[:] = state.best_b
+    counters[K_STOP] = STOP_ADAPTIVE if config.adaptive else (STOP_EARLY if config.early_stopping else STOP_TOL)
+    return True
+
+
+@njit(cache=True)
+def _train_epochs(X, Y, rows, weights, val_rows, state, config, lr_by_epoch, first_epoch, n_epochs,
+                  loss_history, val_history, layouts, val_layouts, order, scratch, work):
+    """Run up to ``n_epochs`` epochs over the rows of (X, Y) from epoch ``counters[K_EPOCH]``; return the number
+    completed.
 
     ``lr_by_epoch``, ``loss_history`` and ``val_history`` are indexed by epoch - first_epoch.
-
-    Stops early (``counters[K_STOP]``) on the tol / early-stopping / adaptive rules
-    or on a non-finite loss (parameters restored to those before the last step).
+    ``scratch`` = (Wk, bk, W_eff, b_eff, dW, db): parameters in the data's dtype, in original units, gradients.
+    Stops early (``counters[K_STOP]``) on ``_stopping_rule`` or on divergence (``_diverge``).
     """
-    batch_size = config[C_BATCH_SIZE]
+    Wk, bk, W_eff, b_eff, dW, db = scratch
     n_train = rows.shape[0] if rows.shape[0] > 0 else X.shape[0]
-    if batch_size <= 0 or batch_size > n_train:
-        batch_size = n_train
-    tol = hyper[H_TOL]
-    use_tol = config[C_USE_TOL] != 0
-    early = config[C_EARLY_STOPPING] != 0
-    adaptive = config[C_ADAPTIVE] != 0
+    batch_size = min(config.batch_size, n_train) if config.batch_size > 0 else n_train
+    counters, scalars = state.counters, state.scalars
     done = 0
     for _ in range(n_epochs):
         epoch = counters[K_EPOCH]
         run_epoch = epoch - first_epoch
         lr = lr_by_epoch[run_epoch] * scalars[S_LR_FACTOR]
-        if config[C_SHUFFLE] != 0 and batch_size < n_train:
-            _shuffle_rows(order, rows, X.shape[0], config[C_SEED], epoch)
+        if config.shuffle and batch_size < n_train:
+            _shuffle_rows(order, rows, X.shape[0], config.seed, epoch)
             batch_rows = order
         else:
             batch_rows = rows
@@ -435,19 +511,13 @@ def _train_epochs(X, Y, rows, weights, val_rows, W, b, mu, sigma, hyper, config,
         epoch_weight = 0.0
         for start in range(0, n_train, batch_size):
             stop = min(start + batch_size, n_train)
-            value, batch_weight = _batch(X, Y, rows if config[C_GRAM] != 0 else batch_rows, weights,
-                                         batch_rows, start, stop, W, b, mu, sigma, config, layouts, Wk, bk,
-                                         W_eff, b_eff, dW, db, G, C, yy, weight_total, work)
+            value, batch_weight = _batch(X, Y, weights, batch_rows, start, stop, state, config,
+                                         layouts, Wk, bk, W_eff, b_eff, dW, db, work)
             if batch_weight == 0.0:
                 continue  # all weights 0: nothing to learn from this batch, and no step
-            value, stepped = _apply_step(W, b, dW, db, value, hyper, config, buffers_W, buffers_b, counters, scalars,
-                                         lr, prev_W, prev_b)
+            value, stepped = _apply_step(state, dW, db, value, config, lr)
             if not stepped:
-                if counters[K_STEP] > 0:
-                    W[:] = prev_W
-                    b[:] = prev_b
-                loss_history[run_epoch] = value
-                counters[K_STOP] = STOP_DIVERGED
+                _diverge(state, loss_history, run_epoch, value)
                 return done
             epoch_loss += value * batch_weight
             epoch_weight += batch_weight
@@ -455,32 +525,39 @@ def _train_epochs(X, Y, rows, weights, val_rows, W, b, mu, sigma, hyper, config,
         counters[K_EPOCH] += 1
         done += 1
         metric = loss_history[run_epoch]
-        if early:
-            val_value, _ = _batch(X, Y, val_rows, weights, val_rows, 0, val_rows.shape[0], W, b, mu, sigma,
-                                  config, val_layouts, Wk, bk, W_eff, b_eff, dW, db, G_val, C_val, yy_val,
-                                  val_weight_total, work)
-            val_history[run_epoch] = val_value
-            metric = val_value
-        if use_tol:
-            if metric > scalars[S_BEST] - tol:
-                counters[K_NO_IMPROVE] += 1
-            else:
-                counters[K_NO_IMPROVE] = 0
-            if metric < scalars[S_BEST]:
-                scalars[S_BEST] = metric
-                if early:
-                    best_W[:] = W
-                    best_b[:] = b
-            if counters[K_NO_IMPROVE] >= config[C_N_ITER_NO_CHANGE]:
-                if adaptive and lr > ADAPTIVE_MIN_LR:
-                    scalars[S_LR_FACTOR] /= 5.0
-                    counters[K_NO_IMPROVE] = 0
-                else:
-                    if early:
-                        W[:] = best_W
-                        b[:] = best_b
-                    counters[K_STOP] = STOP_ADAPTIVE if adaptive else (STOP_EARLY if early else STOP_TOL)
-                    return done
+        if config.early_stopping:
+            metric, _ = _batch(X, Y, weights, val_rows, 0, val_rows.shape[0], state, config,
+                               val_layouts, Wk, bk, W_eff, b_eff, dW, db, work)
+            val_history[run_epoch] = metric
+        if _stopping_rule(metric, lr, state, config):
+            return done
+    return done
+
+
+@njit(cache=True)
+def _gram_epochs(G, C, yy, weight_total, G_val, C_val, yy_val, val_weight_total, state, config, lr_by_epoch,
+                 first_epoch, n_epochs, loss_history, val_history, W_eff, b_eff, dW, db):
+    """``_train_epochs`` for ``solver="gram"``: full-batch epochs on the Gram statistics (G, C, yy), each
+    O(n_features^2 * n_outputs) whatever the number of rows; the validation rows' statistics for early stopping."""
+    counters, scalars = state.counters, state.scalars
+    done = 0
+    for _ in range(n_epochs):
+        run_epoch = counters[K_EPOCH] - first_epoch
+        lr = lr_by_epoch[run_epoch] * scalars[S_LR_FACTOR]
+        value = _gram_batch(G, C, yy, weight_total, state, config, W_eff, b_eff, dW, db)
+        value, stepped = _apply_step(state, dW, db, value, config, lr)
+        if not stepped:
+            _diverge(state, loss_history, run_epoch, value)
+            return done
+        loss_history[run_epoch] = value * weight_total / weight_total  # as _train_epochs' one-batch epoch mean
+        counters[K_EPOCH] += 1
+        done += 1
+        metric = loss_history[run_epoch]
+        if config.early_stopping:
+            metric = _gram_batch(G_val, C_val, yy_val, val_weight_total, state, config, W_eff, b_eff, dW, db)
+            val_history[run_epoch] = metric
+        if _stopping_rule(metric, lr, state, config):
+            return done
     return done
 
 

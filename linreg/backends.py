@@ -31,14 +31,15 @@ class _CpuRun(GDRun):
         done = self._cpu.gd(self.X, self.Y, self.W, self.b, self.lr, self.loss_history,
                             self.n_done, stop, self.workspace)
         if done < stop - self.n_done:
-            self.diverged = True
-            self.n_history = self.n_done + done + 1  # the non-finite loss is recorded too
+            self.diverged = True  # _gd_epochs recorded the diverging loss at n_done + done
         self.n_done += done
         return done
 
-    def result(self):
-        n_history = getattr(self, "n_history", self.n_done)
-        return self.W.copy(), self.b.copy(), self.loss_history[:n_history].copy()
+    def parameters(self):
+        return self.W.copy(), self.b.copy()
+
+    def history(self, n):
+        return self.loss_history[:n].copy()
 
     def state_dict(self):
         return {"W": self.W.copy(), "b": self.b.copy(), "loss_history": self.loss_history[: self.n_done].copy()}
@@ -75,9 +76,11 @@ class _TorchRun(GDRun):
         self.diverged = self.loop.diverged
         return done
 
-    def result(self):
-        W, b = self.loop.params()
-        return W, b, np.asarray(self.loop.history, dtype=np.float64)
+    def parameters(self):
+        return self.loop.params()
+
+    def history(self, n):
+        return np.asarray(self.loop.history[:n], dtype=np.float64)
 
     def state_dict(self):
         W, b = self.loop.params()

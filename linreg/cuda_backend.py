@@ -186,12 +186,12 @@ class _CudaRun(GDRun):
         self.n_done += done
         return done
 
-    def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def parameters(self) -> tuple[np.ndarray, np.ndarray]:
         index = self._kernels.params_buffer(self.n_done, self.diverged)
-        n_history = self.n_done + int(self.diverged)  # the diverging loss is recorded too, as on the CPU
-        to_host = self._kernels.to_host
-        history = to_host(self.loss_history[:n_history]) if n_history else np.zeros(0)
-        return to_host(self.W_buffers[index]), to_host(self.b_buffers[index]), history
+        return self._kernels.to_host(self.W_buffers[index]), self._kernels.to_host(self.b_buffers[index])
+
+    def history(self, n: int) -> np.ndarray:
+        return self._kernels.to_host(self.loss_history[:n]) if n else np.zeros(0)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         W, b, history = self.result()

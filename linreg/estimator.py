@@ -7,27 +7,16 @@ in ``linreg.training`` and the README.
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
-import warnings
 from typing import Any
 
 import numpy as np
 
 from linreg import _validation as check
-from linreg import options, training
+from linreg import driver, options
 from linreg.backends import get_backend
+from linreg.driver import DivergenceError  # noqa: F401  (linreg.DivergenceError)
 from linreg.options import Spec
-from linreg.training import ConvergenceWarning
-
-#: What ``stop_reason_`` can say.
-STOP_REASONS = {0: "epochs", 1: "tol", 2: "early_stopping", 3: "adaptive", 4: "diverged", 5: "interrupted"}
-#: Target wall time of one block of epochs between checks for Ctrl-C, progress and checkpoints.
-BLOCK_SECONDS = 0.25
-
-
-class DivergenceError(FloatingPointError):
-    """Training produced a non-finite loss. The estimator keeps the last finite parameters."""
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -98,32 +87,8 @@ class LinearRegressor:
         spec = options.make_spec(params)
         return spec
 
-    def _initial_params(self, n_features: int, n_outputs: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
-        shape = (n_outputs, n_features)
-        if self.warm_start and hasattr(self, "coef_"):
-            W, b = np.atleast_2d(self.coef_), np.atleast_1d(self.intercept_)
-            if W.shape != shape:
-                raise ValueError(f"warm_start: the previous fit has coef_ shape {W.shape}, this data needs {shape}")
-            return W.astype(dtype), b.astype(dtype)
-        if self.init == "ones":
-            return np.ones(shape, dtype), np.ones(n_outputs, dtype)
-        if self.init == "zeros":
-            return np.zeros(shape, dtype), np.zeros(n_outputs, dtype)
-        if self.init == "randn":
-            rng = np.random.default_rng(self.random_state)
-            return rng.standard_normal(shape).astype(dtype), rng.standard_normal(n_outputs).astype(dtype)
-        W = check.as_float_array(self.init[0], "init W")
-        b = check.as_float_array(self.init[1], "init b")
-        # A 1-D W and a scalar b are accepted for a single output, as seed 000 writes them.
-        if W.shape not in {shape, (n_features,) if n_outputs == 1 else shape}:
-            raise ValueError(f"init W must have shape {shape} for this data, got {W.shape}")
-        if b.shape not in {(n_outputs,), () if n_outputs == 1 else (n_outputs,)}:
-            raise ValueError(f"init b must have shape ({n_outputs},) for this data, got {b.shape}")
-        check.check_finite(W.reshape(shape), "init W")
-        check.check_finite(b.reshape(n_outputs), "init b")
-        return W.reshape(shape).astype(dtype, copy=True), b.reshape(n_outputs).astype(dtype, copy=True)
-
-    def _check_data(self, X: Any, y: Any, sample_weight: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    def _check_data(self, X: Any, y: Any, sample_weight: Any):
+        """The validated data as an in-memory source, whether y was 1-D, and X's column names."""
         if self.backend == "cuda":
             from linreg import cuda_backend
 
@@ -133,20 +98,12 @@ class LinearRegressor:
                 if self.checkpoint_path is not None:
                     raise ValueError("checkpoints fingerprint the data on the host: pass host arrays, or no "
                                      "checkpoint_path, with GPU data")
-                self._names_seen = None
-                self._y_was_1d = getattr(y, "ndim", None) == 1
                 X2, Y2 = cuda_backend.check_device_X_y(X, y)
-                return X2, Y2, None
+                return driver.InMemory(X2, Y2, None), getattr(y, "ndim", None) == 1, None
         names = _feature_names(X)
-        X2, Y2, self._y_was_1d = check.check_X_y(X, y)
+        X2, Y2, one_output = check.check_X_y(X, y)
         weights = check.check_sample_weight(sample_weight, X2.shape[0])
-        self._names_seen = names
-        return X2, Y2, weights
-
-    def _seed(self) -> int:
-        if self.random_state is None:
-            return int(np.random.default_rng().integers(2**62))
-        return int(self.random_state)
+        return driver.InMemory(X2, Y2, weights), one_output, names
 
     # -- fitting ------------------------------------------------------------------------------
     def fit(self, X: Any, y: Any, sample_weight: Any = None, *, resume: bool = False) -> LinearRegressor:
@@ -173,217 +130,13 @@ class LinearRegressor:
                                  "np.memmap inputs (out of core) yet")
             return outofcore.fit(self, X, y, sample_weight)
         spec = self._spec()
-        X2, Y2, weights = self._check_data(X, y, sample_weight)
-        one_output = self._y_was_1d
-        self.__dict__.pop("_partial_state", None)  # a later partial_fit continues from this fit's coef_
-        n_samples, n_features = X2.shape
-        n_outputs = Y2.shape[1]
-        W0, b0 = self._initial_params(n_features, n_outputs, X2.dtype)
-        backend = get_backend(self.backend)
-        unsupported = spec.non_plain_options() + (["sample_weight"] if weights is not None else [])
-        checkpoint = self._checkpoint_setup(resume, X2, Y2, weights)
-        seed = checkpoint["seed"] if checkpoint.get("meta") else self._seed()
-        checkpoint["seed"] = seed
-
-        if not unsupported:
-            run = backend.start_gd(X2, Y2, W0, b0, float(spec.lr), spec.epochs)
-            lr_used = float(spec.lr)
-        elif backend.name != "cpu":
-            raise ValueError(f"backend={backend.name!r} runs plain full-batch gradient descent only (the seeds' "
-                             f"loop); these options need backend='cpu': {', '.join(unsupported)}")
-        elif spec.solver == "normal":
-            return self._fit_normal(spec, X2, Y2, weights, one_output, backend)
-        else:
-            run, lr_used = self._start_engine(spec, X2, Y2, weights, W0, b0, seed)
-        if checkpoint.get("meta"):
-            run.load_state_dict(checkpoint["state"])
-            lr_used = checkpoint["meta"]["lr"]
-        checkpoint["lr"] = lr_used
-
-        interrupted = self._run_epochs(run, spec.epochs, checkpoint)
-        self._finish(run, backend, one_output, n_features, X2.dtype, lr_used, interrupted)
+        source, one_output, names = self._check_data(X, y, sample_weight)
+        self._partial_session = None  # a later partial_fit continues from this fit's coef_
+        outcome = driver.fit(spec, self.get_params(), source, one_output=one_output, feature_names=names,
+                             previous=self.fitted_state() if hasattr(self, "coef_") else None, resume=resume)
+        self.load_fitted_state(outcome.state)
+        outcome.raise_error()
         return self
-
-    def _checkpoint_setup(self, resume: bool, X, Y, weights) -> dict:
-        """What the block loop needs to write checkpoints, and the checkpoint to resume from, if any."""
-        from linreg import checkpoint as checkpoints
-
-        if not isinstance(resume, bool):
-            raise TypeError(f"resume must be True or False, got {resume!r}")
-        if resume and self.checkpoint_path is None:
-            raise ValueError("resume=True reads the checkpoint at checkpoint_path: set checkpoint_path")
-        if self.checkpoint_path is None:
-            return {}
-        setup = {"path": self.checkpoint_path, "every": self.checkpoint_every,
-                 "data": checkpoints.fingerprint(X, Y, weights)}
-        if resume:
-            try:
-                setup["meta"], setup["state"] = checkpoints.load(self.checkpoint_path, params=self.get_params(),
-                                                                 data=setup["data"])
-                setup["seed"] = setup["meta"]["seed"]
-            except FileNotFoundError:
-                warnings.warn(f"no checkpoint at {self.checkpoint_path}: starting from scratch", UserWarning,
-                              stacklevel=3)
-        return setup
-
-    def _write_checkpoint(self, run, checkpoint: dict) -> None:
-        from linreg import checkpoint as checkpoints
-
-        checkpoints.save(checkpoint["path"], params=self.get_params(), state=run.state_dict(),
-                         seed=checkpoint["seed"], lr=checkpoint["lr"], data=checkpoint["data"], n_done=run.n_done)
-
-    def _start_engine(self, spec: Spec, X: np.ndarray, Y: np.ndarray, weights, W0, b0, seed: int):
-        from linreg._engine import EngineRun, EngineState
-        from linreg.kernels import cpu_train
-
-        n_features, n_outputs = X.shape[1], Y.shape[1]
-        rows = val_rows = None
-        if spec.early_stopping:
-            rows, val_rows = training.split_validation(X.shape[0], spec.validation_fraction, seed)
-            if weights is not None:
-                for name, part in (("training", rows), ("validation", val_rows)):
-                    if not weights[part].sum() > 0:
-                        raise ValueError(f"the {name} split has only zero sample weights; change random_state, "
-                                         "validation_fraction or the weights")
-        if spec.standardize:
-            mu, sigma = cpu_train.column_moments(X, rows, weights)
-            sigma = np.where(sigma > 0, sigma, 1.0)  # constant columns: as StandardScaler, leave unscaled
-        else:
-            mu, sigma = np.zeros(n_features), np.ones(n_features)
-        gram = val_gram = None
-        lr = spec.lr
-        if spec.solver == "gram" or lr == "auto":
-            G, C, yy = cpu_train.gram(X, Y, rows, weights)
-            weight_total = G[n_features, n_features]
-            if spec.solver == "gram":
-                gram = (G, C, yy, weight_total)
-                if val_rows is not None:
-                    Gv, Cv, yyv = cpu_train.gram(X, Y, val_rows, weights)
-                    val_gram = (Gv, Cv, yyv, Gv[n_features, n_features])
-            if lr == "auto":
-                T = training.standardizing_map(mu, sigma) if spec.standardize else np.eye(n_features + 1)
-                lr = training.auto_lr(spec, T.T @ G @ T, weight_total, n_outputs)
-        state = EngineState(W0.astype(np.float64), b0.astype(np.float64), mu, sigma, spec.standardize)
-        run = EngineRun(X, Y, spec, state, float(lr), spec.epochs, weights=weights, rows=rows, val_rows=val_rows,
-                        seed=seed, gram=gram, val_gram=val_gram)
-        return run, float(lr)
-
-    def _fit_normal(self, spec: Spec, X, Y, weights, one_output: bool, backend) -> LinearRegressor:
-        from linreg.kernels import cpu_train
-
-        n_features = X.shape[1]
-        G, C, yy = cpu_train.gram(X, Y, None, weights)
-        if spec.standardize:
-            mu, sigma = cpu_train.column_moments(X, None, weights)
-            sigma = np.where(sigma > 0, sigma, 1.0)
-        else:
-            mu, sigma = np.zeros(n_features), np.ones(n_features)
-        W, b, objective = training.normal_solution(spec, G, C, yy, G[n_features, n_features], mu, sigma)
-        self._set_fitted(W.astype(X.dtype), b.astype(X.dtype), np.array([objective]), 1, "epochs", backend,
-                         one_output, n_features, None, lr=None)
-        return self
-
-    def _run_epochs(self, run, epochs: int, checkpoint: dict) -> bool:
-        """Advance ``run`` to ``epochs`` in blocks of about BLOCK_SECONDS; return True if interrupted.
-
-        Between blocks (never inside the compiled loop): Ctrl-C is noticed, the
-        progress bar and checkpoints are updated. Blocks grow from a few epochs to
-        BLOCK_SECONDS' worth, so a fast fit still makes only a couple of calls.
-        """
-        import time
-
-        bar = None
-        if self.progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=epochs, initial=run.n_done, desc=f"fit ({self.backend})", unit="epoch")
-        every = checkpoint.get("every")
-        block = 4
-        try:
-            with _interrupt_flag() as interrupt:
-                while run.n_done < epochs and not run.diverged:
-                    size = min(block, epochs - run.n_done)
-                    if bar is not None:
-                        size = min(size, max(1, epochs // 100))
-                    if every:
-                        size = min(size, every - run.n_done % every)
-                    start = time.perf_counter()
-                    done = run.advance(size)
-                    elapsed = time.perf_counter() - start
-                    block = int(min(max(1, block * 8), max(1, size * BLOCK_SECONDS / max(elapsed, 1e-9))))
-                    if bar is not None:
-                        bar.update(done)
-                        history = run.result()[2]
-                        if len(history):
-                            bar.set_postfix(loss=f"{history[-1]:.6g}", refresh=False)
-                    if every and done and run.n_done % every == 0 and not run.diverged:
-                        self._write_checkpoint(run, checkpoint)
-                    if interrupt.is_set():
-                        if checkpoint.get("path"):
-                            self._write_checkpoint(run, checkpoint)
-                        return True
-                    if done < size:  # a stopping rule or divergence ended the run
-                        break
-        finally:
-            if bar is not None:
-                bar.close()
-        if checkpoint.get("path") and not run.diverged:
-            self._write_checkpoint(run, checkpoint)
-        return False
-
-    def _finish(self, run, backend, one_output: bool, n_features: int, dtype: np.dtype, lr: float,
-                interrupted: bool = False) -> None:
-        W, b, history = run.result()
-        stop_code = getattr(run, "stop_code", 4 if run.diverged else 0)
-        if interrupted:
-            stop_code = 5
-        if self.early_stopping and stop_code == 0 and hasattr(run, "best_result"):
-            W, b = run.best_result()  # the epochs ran out first: still keep the best validated parameters
-        val_history = getattr(run, "val_history", None)
-        if val_history is not None and self.early_stopping:
-            val_history = val_history[: run.n_done].copy()
-        else:
-            val_history = None
-        self._set_fitted(W.astype(dtype), b.astype(dtype), history[: run.n_done], run.n_done,
-                         STOP_REASONS[stop_code], backend, one_output, n_features, val_history, lr=lr)
-        if interrupted:
-            where = f"; checkpoint written to {self.checkpoint_path}" if self.checkpoint_path else ""
-            raise KeyboardInterrupt(f"fit interrupted after epoch {run.n_done}: the model holds that epoch's "
-                                    f"parameters and history{where}")
-        if run.diverged:
-            value = history[-1] if len(history) > run.n_done else float("nan")
-            kind = "became non-finite" if not np.isfinite(value) else "exploded"
-            raise DivergenceError(
-                f"loss {kind} ({value:.6g}) at epoch {run.n_done} with lr={lr:g}; the model keeps the "
-                f"parameters before the last step (its loss was the last finite one, "
-                f"{self.loss_history_[-1] if run.n_done else float('nan'):.6g}). "
-                "Try standardize=True, lr='auto' or a smaller lr."
-            )
-        uses_tol = self.tol is not None or self.early_stopping
-        if uses_tol and self.stop_reason_ == "epochs":
-            warnings.warn(f"stopped at the epoch budget ({self.epochs}) before the loss stopped improving by "
-                          f"tol={self.tol}; increase epochs or tol", ConvergenceWarning, stacklevel=3)
-
-    def _set_fitted(self, W, b, history, n_iter, reason, backend, one_output, n_features, val_history, *,
-                    lr: float | None) -> None:
-        """Every fitted attribute, all at once: nothing from an earlier fit survives."""
-        self._backend = backend
-        self._one_output = one_output
-        self.n_features_in_ = n_features
-        if self._names_seen is not None:
-            self.feature_names_in_ = self._names_seen
-        else:
-            self.__dict__.pop("feature_names_in_", None)
-        self.coef_ = W[0] if one_output else W
-        self.intercept_ = b[0] if one_output else b
-        self.loss_history_ = history
-        self.n_iter_ = int(n_iter)
-        self.stop_reason_ = reason
-        if val_history is not None:
-            self.validation_loss_history_ = val_history
-        else:
-            self.__dict__.pop("validation_loss_history_", None)
-        self.lr_ = lr  # None for solver="normal": no learning rate
 
     def partial_fit(self, X: Any, y: Any, sample_weight: Any = None) -> LinearRegressor:
         """One epoch over (X, y), continuing from the current parameters and optimiser state.
@@ -393,46 +146,45 @@ class LinearRegressor:
         standardize and lr="auto" need the whole data set: use fit.
         """
         spec = self._spec()
-        if spec.standardize or spec.lr == "auto" or spec.solver != "gd":
-            raise ValueError("partial_fit needs solver='gd', standardize=False and a numeric lr: standardisation, "
-                             "lr='auto' and the normal/gram solvers need the whole data set, use fit")
-        if self.backend != "cpu":
-            raise ValueError(f"partial_fit runs on backend='cpu', got backend={self.backend!r}")
-        X2, Y2, weights = self._check_data(X, y, sample_weight)
-        n_features, n_outputs = X2.shape[1], Y2.shape[1]
-        from linreg._engine import EngineRun, EngineState
-        from linreg.kernels import cpu_train
+        driver.check_partial_fit(spec, self.get_params())
+        source, one_output, names = self._check_data(X, y, sample_weight)
+        session = getattr(self, "_partial_session", None)
+        current = self.fitted_state() if session is None and hasattr(self, "coef_") else None
+        outcome, self._partial_session = driver.partial_fit(spec, self.get_params(), source, session, current,
+                                                            one_output=one_output, feature_names=names)
+        self.load_fitted_state(outcome.state)
+        outcome.raise_error()
+        return self
 
-        state = getattr(self, "_partial_state", None)
-        if state is None:
-            if hasattr(self, "coef_"):  # after fit (or load): continue from its parameters, as scikit-learn
-                W0, b0 = np.atleast_2d(self.coef_), np.atleast_1d(self.intercept_)
-                if W0.shape != (n_outputs, n_features):
-                    raise ValueError(f"partial_fit: X and y give shape {(n_outputs, n_features)}, the fitted "
-                                     f"coef_ {W0.shape}")
+    # -- the fitted state ---------------------------------------------------------------------
+    def fitted_state(self) -> driver.FittedState:
+        """The fit's result as one object (what ``save`` writes and ``load_fitted_state`` restores)."""
+        self._check_fitted()
+        return driver.FittedState(
+            coef=np.atleast_2d(self.coef_), intercept=np.atleast_1d(self.intercept_), loss_history=self.loss_history_,
+            n_iter=self.n_iter_, stop_reason=self.stop_reason_, lr=self.lr_, one_output=self._one_output,
+            backend=self._backend.name, feature_names=getattr(self, "feature_names_in_", None),
+            validation_loss_history=getattr(self, "validation_loss_history_", None),
+            statistics=getattr(self, "_statistics", None))
+
+    def load_fitted_state(self, state: driver.FittedState) -> LinearRegressor:
+        """Every fitted attribute from ``state``, all at once: nothing from an earlier fit survives."""
+        self._backend = get_backend(state.backend)
+        self._one_output = state.one_output
+        self._statistics = state.statistics
+        self.n_features_in_ = state.n_features
+        for name, value in (("feature_names_in_", state.feature_names),
+                            ("validation_loss_history_", state.validation_loss_history)):
+            if value is not None:
+                setattr(self, name, value)
             else:
-                W0, b0 = self._initial_params(n_features, n_outputs, X2.dtype)
-            state = EngineState(W0.astype(np.float64), b0.astype(np.float64), np.zeros(n_features),
-                                np.ones(n_features), False)
-            self._partial_state = state
-            self._partial_seed = self._seed()
-            self._partial_history = []
-        elif state.W.shape != (n_outputs, n_features):
-            raise ValueError(f"partial_fit: X and y give shape {(n_outputs, n_features)}, earlier calls "
-                             f"{state.W.shape}")
-        # One epoch per call; the cosine period stays the configured one (t_max, else epochs).
-        single = dataclasses.replace(spec, tol=None, early_stopping=False, epochs=1, t_max=spec.t_max or spec.epochs)
-        run = EngineRun(X2, Y2, single, state, float(spec.lr), 1, weights=weights, seed=self._partial_seed)
-        state.counters[cpu_train.K_STOP] = cpu_train.RUNNING  # no stopping rule in partial_fit
-        run.advance(1)
-        W, b, history = run.result()
-        self._partial_history.extend(history[: run.n_done].tolist())
-        self._set_fitted(W.astype(X2.dtype), b.astype(X2.dtype), np.asarray(self._partial_history),
-                         len(self._partial_history), "diverged" if run.diverged else "epochs",
-                         get_backend("cpu"), self._y_was_1d, n_features, None, lr=float(spec.lr))
-        if run.diverged:
-            raise DivergenceError(f"loss became non-finite in partial_fit with lr={spec.lr:g}; "
-                                  "try a smaller lr or standardised features")
+                self.__dict__.pop(name, None)
+        self.coef_ = state.coef[0] if state.one_output else state.coef
+        self.intercept_ = state.intercept[0] if state.one_output else state.intercept
+        self.loss_history_ = state.loss_history
+        self.n_iter_ = int(state.n_iter)
+        self.stop_reason_ = state.stop_reason
+        self.lr_ = state.lr  # None for solver="normal": no learning rate
         return self
 
     # -- using the fit ------------------------------------------------------------------------
@@ -504,40 +256,6 @@ LinearRegressor.__init__.__signature__ = inspect.Signature(
     [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     + [inspect.Parameter(option.name, inspect.Parameter.KEYWORD_ONLY, default=option.default)
        for option in options.OPTIONS])
-
-
-class _interrupt_flag:
-    """While active, Ctrl-C sets a flag instead of raising in the middle of a block (main thread only).
-
-    A second Ctrl-C raises at once. Outside the main thread, or when the program
-    has its own SIGINT handler, nothing changes.
-    """
-
-    def __enter__(self):
-        import signal
-        import threading
-
-        self._set = False
-        self._installed = (threading.current_thread() is threading.main_thread()
-                           and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
-        if self._installed:
-            def handler(signum, frame):
-                if self._set:
-                    raise KeyboardInterrupt
-                self._set = True
-
-            self._previous = signal.signal(signal.SIGINT, handler)
-        return self
-
-    def is_set(self) -> bool:
-        return self._set
-
-    def __exit__(self, *exc):
-        if self._installed:
-            import signal
-
-            signal.signal(signal.SIGINT, self._previous)
-        return False
 
 
 def _feature_names(X: Any) -> np.ndarray | None:

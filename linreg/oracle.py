@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from linreg.kernels.cpu import EXPLOSION_FACTOR
+from linreg.kernels.cpu import is_divergent
 
 
 def _torch():
@@ -83,8 +83,7 @@ class SeedLoop:
             loss = mse(preds, self.targets)
             value = loss.item()
             self.history.append(value)
-            first = self.history[0]
-            if not np.isfinite(value) or (first > 0 and value > EXPLOSION_FACTOR * first):
+            if is_divergent(value, self.history[0]):  # the rule of our kernels, from kernels.cpu
                 self.diverged = True
                 if len(self.history) > 1:
                     with torch.no_grad():

@@ -76,9 +76,10 @@ import numpy as np
 
 from linreg import _validation as check
 from linreg import training
-from linreg.backends import get_backend
+from linreg.kernels import codes
 from linreg.options import Spec
 from linreg.runs import GDRun
+from linreg.training import Statistics
 
 #: Default budget, in bytes, of the chunk buffers (data, targets, weights, conversion and shuffle scratch).
 #: Tests patch it small; ``fit(..., chunk_bytes=...)`` overrides it per call.
@@ -491,21 +492,6 @@ class _Sums:
         return np.concatenate([[loss * unscale, n], (self._dW * (unscale / 2)).ravel(), self._db * (unscale / 2)])
 
 
-@dataclasses.dataclass
-class Statistics:
-    """What one pass over the data gives: Gram statistics and/or column moments (all ranks combined)."""
-
-    G: np.ndarray | None = None
-    C: np.ndarray | None = None
-    yy: np.ndarray | None = None
-    mean: np.ndarray | None = None
-    std: np.ndarray | None = None
-
-    @property
-    def weight_total(self) -> float:
-        return float(self.G[-1, -1])
-
-
 def statistics_pass(reader: ShardReader, team: Collective, *, gram: bool, moments: bool) -> Statistics:
     """One pass over the rank's chunks: summed Gram statistics, Chan-combined moments; then reduced over ranks."""
     from linreg.kernels import cpu_train
@@ -547,7 +533,11 @@ def statistics_pass(reader: ShardReader, team: Collective, *, gram: bool, moment
 
 
 class StreamingRun(GDRun):
-    """Epochs of GD / mini-batch SGD over a rank's chunks, one ``Stepper`` step per (all-reduced) batch."""
+    """Epochs of GD / mini-batch SGD over a rank's chunks, one ``Stepper`` step per (all-reduced) batch.
+
+    The rules are the compiled engine's own (``Stepper``: the step and divergence check, the stopping
+    rule, what a divergence leaves); only the loop over chunks is Python, since each epoch reads files.
+    """
 
     def __init__(self, reader: ShardReader, team: Collective, spec: Spec, engine_state, lr: float,
                  seed: int, batch_counts: list[int] | None = None, local_batch_size: int | None = None) -> None:
@@ -566,41 +556,33 @@ class StreamingRun(GDRun):
 
     @property
     def stop_code(self) -> int:
-        from linreg.kernels import cpu_train
-
-        return int(self.engine_state.counters[cpu_train.K_STOP])
+        return int(self.engine_state.counters[codes.K_STOP])
 
     def advance(self, n_epochs: int) -> int:
-        from linreg.kernels import cpu_train
-
         counters, scalars = self.engine_state.counters, self.engine_state.scalars
         done = 0
-        while done < n_epochs and self.n_done < self.spec.epochs and self.stop_code == cpu_train.RUNNING:
-            epoch = int(counters[cpu_train.K_EPOCH])
-            lr = float(self.lr_by_epoch[epoch] * scalars[cpu_train.S_LR_FACTOR])
+        while done < n_epochs and self.n_done < self.spec.epochs and self.stop_code == codes.RUNNING:
+            epoch = int(counters[codes.K_EPOCH])
+            lr = float(self.lr_by_epoch[epoch] * scalars[codes.S_LR_FACTOR])
             started = time.perf_counter()
             value = self._full_batch_epoch(epoch, lr) if self.batch_counts is None else self._minibatch_epoch(epoch, lr)
             self.epoch_seconds.append(time.perf_counter() - started)
-            if not np.isfinite(value):
-                value = self.diverged_value  # the engine records the diverged batch's objective
-                self.loss_history[epoch] = value
-                counters[cpu_train.K_STOP] = cpu_train.STOP_DIVERGED
+            if not np.isfinite(value):  # the step was refused: the engine's end of a diverged run
+                self.stepper.diverge(self.loss_history, epoch, self.diverged_value)
                 self.diverged = True
                 break
             self.loss_history[epoch] = value
-            counters[cpu_train.K_EPOCH] += 1
+            counters[codes.K_EPOCH] += 1
             self.n_done += 1
             done += 1
-            self._stopping_rule(value, lr)
+            self.stepper.stopping_rule(value, lr)
         return done
 
     def _step(self, local: np.ndarray, lr: float, what: str) -> tuple[float, float]:
-        """All-reduce the sums, then one step; returns (objective, weight) or (non-finite, weight) on divergence."""
+        """All-reduce the sums, then one step; returns (objective, weight) or (NaN, weight) on divergence."""
         sums = self.team.sum(local, what)
         value = self.stepper.step(sums, lr)
-        # The Stepper flags divergence (non-finite, or exploding where it checks for that) and then takes no step.
-        if getattr(self.stepper, "diverged", False) or not np.isfinite(value):
-            self.stepper.restore_previous()  # back to the last parameters whose loss was finite
+        if self.stepper.diverged:  # no step was taken; the diverging objective is kept for the history
             self.diverged_value = value
             return math.nan, float(sums[1])
         return value, float(sums[1])
@@ -646,29 +628,43 @@ class StreamingRun(GDRun):
                 else:
                     yield X, Y, weights, order[s:s + batch]
 
-    def _stopping_rule(self, metric: float, lr: float) -> None:
-        """The engine's rule (``kernels.cpu_train._train_epochs``) on the epoch loss: tol, adaptive."""
-        from linreg.kernels import cpu_train
+    def parameters(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.engine_state.original_units()
 
-        if self.spec.tol is None:
-            return
-        counters, scalars = self.engine_state.counters, self.engine_state.scalars
-        if metric > scalars[cpu_train.S_BEST] - self.spec.tol:
-            counters[cpu_train.K_NO_IMPROVE] += 1
-        else:
-            counters[cpu_train.K_NO_IMPROVE] = 0
-        scalars[cpu_train.S_BEST] = min(scalars[cpu_train.S_BEST], metric)
-        if counters[cpu_train.K_NO_IMPROVE] >= self.spec.n_iter_no_change:
-            if self.spec.schedule == "adaptive" and lr > cpu_train.ADAPTIVE_MIN_LR:
-                scalars[cpu_train.S_LR_FACTOR] /= 5.0
-                counters[cpu_train.K_NO_IMPROVE] = 0
-            else:
-                counters[cpu_train.K_STOP] = (cpu_train.STOP_ADAPTIVE if self.spec.schedule == "adaptive"
-                                              else cpu_train.STOP_TOL)
+    def history(self, n: int) -> np.ndarray:
+        return self.loss_history[:n].copy()
 
-    def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        W, b = self.engine_state.original_units()
-        return W, b, self.loss_history[: self.n_done + (1 if self.diverged else 0)].copy()
+
+class Streamed:
+    """A rank's shard of streamed rows as a source for ``linreg.driver.fit``: statistics passes over its chunks
+    and the streaming run, with ``team`` combining what the ranks compute."""
+
+    streams = True
+
+    def __init__(self, data: Dataset, reader: ShardReader, team: Collective, batch_counts, local_batch) -> None:
+        self.data, self.reader, self.team = data, reader, team
+        self.n_samples, self.n_features, self.n_outputs = data.n_samples, data.n_features, data.n_outputs
+        self.dtype = np.dtype(data.dtype)
+        self.weights = None  # streamed with the rows; checked before the fit (_check_weights)
+        self.batch_counts, self.local_batch = batch_counts, local_batch
+        self.statistics_seconds = 0.0
+
+    def agree(self, W0: np.ndarray, b0: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """Every rank starts from rank 0's parameters and seed."""
+        W0, b0 = (self.team.broadcast(np.asarray(a, np.float64), "the initial parameters") for a in (W0, b0))
+        return W0, b0, int(self.team.broadcast(np.array([seed], np.int64), "the random seed")[0])
+
+    def split(self, spec: Spec, seed: int):
+        raise ValueError("early_stopping is not supported out of core")  # refused before (_unsupported)
+
+    def statistics(self, rows, *, gram: bool, moments: bool) -> Statistics:
+        started = time.perf_counter()
+        stats = statistics_pass(self.reader, self.team, gram=gram, moments=moments)
+        self.statistics_seconds += time.perf_counter() - started
+        return stats
+
+    def start_gd(self, spec: Spec, state, lr: float, rows, val_rows, seed: int) -> GDRun:
+        return StreamingRun(self.reader, self.team, spec, state, lr, seed, self.batch_counts, self.local_batch)
 
 
 # --------------------------------------------------------------------------- fit
@@ -692,9 +688,6 @@ class Report:
 
 
 def _unsupported(estimator, spec: Spec) -> None:
-    if getattr(estimator, "checkpoint_path", None) is not None:
-        raise ValueError("checkpoints (checkpoint_path) are not supported out of core or distributed yet; "
-                         f"got checkpoint_path={estimator.checkpoint_path!r}")
     if estimator.backend != "cpu":
         raise ValueError(f"out-of-core and distributed training run on backend='cpu' (our kernels); got "
                          f"backend={estimator.backend!r}")
@@ -726,7 +719,9 @@ def train(estimator, X: Any, y: Any, sample_weight: Any = None, *, chunk_bytes: 
     """The streaming fit of ``fit`` and ``linreg.distributed.fit``: this rank streams its shard of the rows."""
     started = time.perf_counter()
     team = team or SingleProcess()
-    spec = estimator._spec()
+    from linreg import options
+
+    spec = options.make_spec(estimator.get_params())
     _unsupported(estimator, spec)
     data = open_dataset(X, y, sample_weight)
     try:
@@ -738,7 +733,7 @@ def train(estimator, X: Any, y: Any, sample_weight: Any = None, *, chunk_bytes: 
 
 def _train(estimator, spec: Spec, data: Dataset, team: Collective, shards, chunk_bytes: int,
            started: float) -> Report:
-    from linreg._engine import EngineRun, EngineState
+    from linreg import driver
 
     n, n_features, n_outputs = data.n_samples, data.n_features, data.n_outputs
     check.check_positive(chunk_bytes, "chunk_bytes", integer=True)
@@ -762,75 +757,27 @@ def _train(estimator, spec: Spec, data: Dataset, team: Collective, shards, chunk
         chunk_rows = chunk_rows_for(data, chunk_bytes)
     reader = ShardReader(data, lo, hi, chunk_rows)
     report = Report(n, n_features, n_outputs, str(data.dtype), team.world_size, shards, chunk_rows, reader.n_chunks)
-    estimator._names_seen = None  # files and memmaps carry no column names
-    W0, b0 = estimator._initial_params(n_features, n_outputs, data.dtype)
-    W0, b0 = (team.broadcast(np.asarray(a, np.float64), "the initial parameters") for a in (W0, b0))
-    seed = int(team.broadcast(np.array([estimator._seed()], np.int64), "the random seed")[0])
-    backend = get_backend("cpu")
-
-    need_gram = spec.solver in ("normal", "gram") or spec.lr == "auto"
-    stats = Statistics()
-    if need_gram or spec.standardize:
-        pass_started = time.perf_counter()
-        stats = statistics_pass(reader, team, gram=need_gram, moments=spec.standardize)
-        report.statistics_seconds = time.perf_counter() - pass_started
-    if spec.standardize:
-        mu, sigma = stats.mean, np.where(stats.std > 0, stats.std, 1.0)  # constant columns: left unscaled
-    else:
-        mu, sigma = np.zeros(n_features), np.ones(n_features)
-    T = training.standardizing_map(mu, sigma) if spec.standardize else np.eye(n_features + 1)
-
-    if spec.solver == "normal":
-        W, b, objective = training.normal_solution(spec, stats.G, stats.C, stats.yy, stats.weight_total, mu, sigma)
-        estimator._set_fitted(W.astype(data.dtype), b.astype(data.dtype), np.array([objective]), 1, "epochs",
-                              backend, data.one_output, n_features, None, lr=None)
-        report.fit_seconds = time.perf_counter() - started
-        return report
-    lr = spec.lr
-    if lr == "auto":
-        lr = training.auto_lr(spec, T.T @ stats.G @ T, stats.weight_total, n_outputs)
-    state = EngineState(W0, b0, mu, sigma, spec.standardize)
-    if spec.solver == "gram":
-        # Epochs on the statistics never touch the data: the in-memory engine, on a one-row stand-in for X.
-        stand_in = np.zeros((1, n_features), data.dtype), np.zeros((1, n_outputs), data.dtype)
-        run = EngineRun(*stand_in, spec, state, float(lr), spec.epochs, seed=seed,
-                        gram=(stats.G, stats.C, stats.yy, stats.weight_total))
-    else:
-        run = StreamingRun(reader, team, spec, state, float(lr), seed, batch_counts, local_batch)
+    source = Streamed(data, reader, team, batch_counts, local_batch)
+    previous = estimator.fitted_state() if hasattr(estimator, "coef_") else None
     epochs_started = time.perf_counter()
-    interrupted = False
     try:
-        if team.world_size == 1:  # the estimator's block loop: Ctrl-C leaves the last completed epoch
-            interrupted = estimator._run_epochs(run, spec.epochs, {})
-        else:  # ranks must stop together: torchrun delivers Ctrl-C to all of them
-            _run_epochs(estimator, run, spec.epochs)
+        # One process: Ctrl-C leaves the last completed epoch. Several ranks must stop together: torchrun
+        # delivers Ctrl-C to each of them, where it lands.
+        outcome = driver.fit(spec, estimator.get_params(), source, one_output=data.one_output, previous=previous,
+                             interruptible=team.world_size == 1, progress_desc="fit (streaming)")
     finally:
+        report.statistics_seconds = source.statistics_seconds
+    run = outcome.run
+    if run is not None:
         report.epoch_seconds = list(getattr(run, "epoch_seconds", []))
         if spec.solver == "gram" and run.n_done:
-            report.epoch_seconds = [(time.perf_counter() - epochs_started) / run.n_done] * run.n_done
-    _check_parameters_agree(team, state)
+            seconds = time.perf_counter() - epochs_started - source.statistics_seconds
+            report.epoch_seconds = [seconds / run.n_done] * run.n_done
+        _check_parameters_agree(team, run.parameters())
     report.fit_seconds = time.perf_counter() - started
-    estimator._finish(run, backend, data.one_output, n_features, data.dtype, float(lr), interrupted)
+    estimator.load_fitted_state(outcome.state)
+    outcome.raise_error()
     return report
-
-
-def _run_epochs(estimator, run: GDRun, epochs: int) -> None:
-    """Advance ``run`` to ``epochs``; with ``progress``, a tqdm bar updated after each epoch (each streams the data)."""
-    if not estimator.progress:
-        run.advance(epochs)
-        return
-    from tqdm.auto import tqdm
-
-    block = 1 if isinstance(run, StreamingRun) else max(1, epochs // 100)
-    with tqdm(total=epochs, desc="fit (streaming)", unit="epoch") as bar:
-        while run.n_done < epochs and not run.diverged:
-            done = run.advance(min(block, epochs - run.n_done))
-            bar.update(done)
-            history = run.result()[2]
-            if len(history):
-                bar.set_postfix(loss=f"{history[-1]:.6g}", refresh=False)
-            if done == 0:  # a stopping rule ended the run
-                break
 
 
 def _batch_count(n_rows: int, chunk_rows: int, batch: int) -> int:
@@ -854,10 +801,11 @@ def _check_weights(data: Dataset, lo: int, hi: int, team: Collective) -> None:
         raise ValueError("sample_weight sums to 0: at least one sample must have a positive weight")
 
 
-def _check_parameters_agree(team: Collective, state) -> None:
+def _check_parameters_agree(team: Collective, parameters: tuple[np.ndarray, np.ndarray]) -> None:
     """Every rank applied the same steps to the same sums: their parameters must be bit-identical."""
     if team.world_size > 1:
-        bits = np.concatenate([state.W.ravel(), state.b]).view(np.int64)
+        W, b = parameters
+        bits = np.concatenate([np.asarray(W, np.float64).ravel(), np.asarray(b, np.float64)]).view(np.int64)
         team.check_same(bits, "the trained parameters (bit patterns; they must stay identical on every rank)")
 
 

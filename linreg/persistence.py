@@ -29,22 +29,22 @@ class ModelFileError(ValueError):
 def save(model, path: str | os.PathLike) -> None:
     from linreg import __version__
 
-    model._check_fitted()
+    state = model.fitted_state()
     params = model.get_params()
     arrays: dict[str, np.ndarray] = {
-        "coef": np.asarray(model.coef_),
-        "intercept": np.asarray(model.intercept_),
-        "loss_history": np.asarray(model.loss_history_),
+        "coef": state.coef[0] if state.one_output else state.coef,
+        "intercept": state.intercept[0] if state.one_output else state.intercept,
+        "loss_history": np.asarray(state.loss_history),
     }
     if not isinstance(params["init"], str):
         arrays["init_W"], arrays["init_b"] = (np.asarray(a) for a in params["init"])
         params["init"] = "explicit"
     params["betas"] = list(params["betas"])
-    names = getattr(model, "feature_names_in_", None)
+    names = state.feature_names
     meta = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "library_version": __version__,
-        "params": params, "n_iter": model.n_iter_, "n_features_in": model.n_features_in_,
-        "one_output": bool(model._one_output), "stop_reason": model.stop_reason_, "lr_used": model.lr_,
+        "params": params, "n_iter": state.n_iter, "n_features_in": state.n_features,
+        "one_output": bool(state.one_output), "stop_reason": state.stop_reason, "lr_used": state.lr,
         "feature_names": None if names is None else [str(n) for n in names],
     }
     arrays["meta"] = np.array(to_json(meta))
@@ -76,7 +76,7 @@ def atomic_savez(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None
 
 def load(path: str | os.PathLike):
     """Read a model written by ``LinearRegressor.save``; raise ModelFileError if it is not one."""
-    from linreg.backends import get_backend
+    from linreg.driver import FittedState
     from linreg.estimator import LinearRegressor
 
     path = Path(path)
@@ -113,18 +113,14 @@ def load(path: str | os.PathLike):
     n_outputs = 1 if one_output else coef.shape[0]
     if np.shape(intercept) != (() if one_output else (n_outputs,)):
         raise ModelFileError(f"{path}: intercept has shape {np.shape(intercept)}, expected {n_outputs} outputs")
-    model.coef_ = coef
-    model.intercept_ = intercept[()] if one_output else intercept
-    model.loss_history_ = arrays["loss_history"]
-    model.n_iter_ = int(meta["n_iter"])
-    model.n_features_in_ = n_features
-    model.stop_reason_ = meta["stop_reason"]
-    model.lr_ = None if meta["lr_used"] is None else float(meta["lr_used"])
-    if meta.get("feature_names") is not None:
-        model.feature_names_in_ = np.asarray(meta["feature_names"], dtype=object)
-    model._one_output = one_output
-    model._backend = get_backend("cpu" if model.backend not in ("cpu", "torch") else model.backend)
-    return model
+    names = meta.get("feature_names")
+    state = FittedState(
+        coef=coef.reshape(n_outputs, n_features), intercept=np.asarray(intercept).reshape(n_outputs),
+        loss_history=arrays["loss_history"], n_iter=int(meta["n_iter"]), stop_reason=meta["stop_reason"],
+        lr=None if meta["lr_used"] is None else float(meta["lr_used"]), one_output=one_output,
+        backend="cpu" if model.backend not in ("cpu", "torch") else model.backend,
+        feature_names=None if names is None else np.asarray(names, dtype=object))
+    return model.load_fitted_state(state)
 
 
 def _meta(arrays: dict[str, np.ndarray], path: Path) -> dict[str, Any]:

@@ -14,16 +14,14 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-#: Why a run stopped: the codes the compiled loops write (``kernels.cpu_train.STOP_*``) and their names.
-STOP_REASONS = {0: "epochs", 1: "tol", 2: "early_stopping", 3: "adaptive", 4: "diverged", 5: "interrupted"}
-RUNNING, DIVERGED, INTERRUPTED = 0, 4, 5
+from linreg.kernels.codes import RUNNING, STOP_DIVERGED, STOP_REASONS  # noqa: F401  (plain constants, no numba)
 
 
 class GDRun(ABC):
-    """Full-batch gradient descent in progress, advanced in blocks of epochs.
+    """Training in progress, advanced in blocks of epochs by the driver (``linreg.driver.run_blocks``).
 
-    Between blocks the caller may show progress; within a block the backend
-    runs without returning to Python (compiled loop or device loop).
+    A run implements ``advance``, ``parameters`` and ``history``; the rest has
+    defaults that fit runs without stopping rules or validation.
     """
 
     n_done: int = 0
@@ -33,13 +31,36 @@ class GDRun(ABC):
     def advance(self, n_epochs: int) -> int:
         """Run up to ``n_epochs`` more epochs; return how many completed.
 
-        Fewer than asked means the loss became non-finite: ``diverged`` is set,
-        and the parameters are the last ones whose loss was finite.
+        Fewer than asked means a stopping rule ended the run (``stop_code``) or the
+        loss diverged: then ``diverged`` is set, and the parameters are the last ones
+        whose loss was finite.
         """
 
     @abstractmethod
+    def parameters(self) -> tuple[np.ndarray, np.ndarray]:
+        """Host copies of ``(W, b)`` in original units."""
+
+    @abstractmethod
+    def history(self, n: int) -> np.ndarray:
+        """A host copy of the first ``n`` losses computed (float64)."""
+
     def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Host copies of ``(W, b, loss_history)``; the history holds every loss computed."""
+        """``(W, b, loss_history)``; after a divergence the history ends with the diverging loss."""
+        W, b = self.parameters()
+        return W, b, self.history(self.n_done + int(self.diverged))
+
+    @property
+    def stop_code(self) -> int:
+        """Why the run stopped, a ``linreg.kernels.codes`` code (RUNNING while it may go on)."""
+        return STOP_DIVERGED if self.diverged else RUNNING
+
+    def best_result(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(W, b)`` with the best validation loss, for runs that validate (early stopping); else None."""
+        return None
+
+    def validation_history(self) -> np.ndarray | None:
+        """The validation loss of each completed epoch, for runs that validate; else None."""
+        return None
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Everything needed to continue this run bit-exactly (host arrays); see ``load_state_dict``."""

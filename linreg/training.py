@@ -13,6 +13,7 @@ with sample weights s (all 1 by default; then the data term is the seeds' mse).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 
@@ -48,6 +49,53 @@ def learning_rates(spec: Spec, lr: float, epochs: int) -> np.ndarray:
         return lr * spec.gamma**epoch
     t_max = spec.t_max or spec.epochs
     return spec.eta_min + (lr - spec.eta_min) * (1.0 + np.cos(np.pi * epoch / t_max)) / 2.0
+
+
+@dataclasses.dataclass
+class Statistics:
+    """What one pass over the data gives: Gram statistics of ``A = [X 1]`` (``G = A^T S A``, ``C = A^T S Y``,
+    ``yy = diag(Y^T S Y)``) and/or weighted column moments, from any source (rows in memory, chunks, ranks)."""
+
+    G: np.ndarray | None = None
+    C: np.ndarray | None = None
+    yy: np.ndarray | None = None
+    mean: np.ndarray | None = None
+    std: np.ndarray | None = None
+
+    @property
+    def weight_total(self) -> float:
+        return float(self.G[-1, -1])
+
+
+def batch_rows(batch_size: int | None, n_rows: int) -> int:
+    """Rows per batch: the whole data for None (full batch), at most ``n_rows``."""
+    return n_rows if batch_size is None else min(batch_size, n_rows)
+
+
+def standardization(statistics: Statistics, standardize: bool, n_features: int) -> tuple[np.ndarray, np.ndarray]:
+    """(mu, sigma) of the reparametrisation: the column moments, constant columns left unscaled (as scikit-learn's
+    StandardScaler); zeros and ones without ``standardize``."""
+    if not standardize:
+        return np.zeros(n_features), np.ones(n_features)
+    return statistics.mean, np.where(statistics.std > 0, statistics.std, 1.0)
+
+
+def to_original_units(W: np.ndarray, b: np.ndarray, mu: np.ndarray, sigma: np.ndarray,
+                      standardize: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Parameters of the standardised features, as parameters of the original ones: ``W / sigma``,
+    ``b - (W / sigma) @ mu`` (copies)."""
+    if not standardize:
+        return W.copy(), b.copy()
+    W = W / sigma
+    return W, b - W @ mu
+
+
+def to_standardized_units(W: np.ndarray, b: np.ndarray, mu: np.ndarray, sigma: np.ndarray,
+                          standardize: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The inverse of ``to_original_units``: ``W * sigma``, ``b + W @ mu``."""
+    if not standardize:
+        return W, b
+    return W * sigma, b + W @ mu
 
 
 def standardizing_map(mu: np.ndarray, sigma: np.ndarray) -> np.ndarray:

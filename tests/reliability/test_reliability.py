@@ -79,7 +79,7 @@ PARAMS = [
 
 def interrupt_after_blocks(monkeypatch, n_blocks):
     """Make the fit see a Ctrl-C after n_blocks blocks, as the SIGINT handler would report it."""
-    from linreg import estimator
+    from linreg import driver
 
     calls = {"n": 0}
 
@@ -87,7 +87,7 @@ def interrupt_after_blocks(monkeypatch, n_blocks):
         calls["n"] += 1
         return calls["n"] >= n_blocks
 
-    monkeypatch.setattr(estimator._interrupt_flag, "is_set", is_set)
+    monkeypatch.setattr(driver._interrupt_flag, "is_set", is_set)
 
 
 @pytest.mark.parametrize("params", PARAMS)
