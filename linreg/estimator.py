@@ -249,6 +249,7 @@ class LinearRegressor:
         """
         from linreg import outofcore
 
+        self.__dict__.pop("_pending_gram", None)  # statistics of an earlier, failed fit must not attach to this one
         if outofcore.is_out_of_core(X, y, sample_weight):  # .npy paths or np.memmap: stream row chunks
             if resume:
                 raise ValueError("resume=True needs in-memory data: checkpoints are not supported for .npy paths or "
@@ -337,6 +338,10 @@ class LinearRegressor:
         if spec.solver == "gram" or lr == "auto":
             G, C, yy = cpu_train.gram(X, Y, rows, weights)
             weight_total = G[n_features, n_features]
+            if rows is None:  # all the rows: what inference needs (linreg.inference)
+                from linreg.inference import keep_statistics
+
+                keep_statistics(self, G, C, yy, X.shape[0], weights is not None)
             if spec.solver == "gram":
                 gram = (G, C, yy, weight_total)
                 if val_rows is not None:
@@ -355,6 +360,9 @@ class LinearRegressor:
 
         n_features = X.shape[1]
         G, C, yy = cpu_train.gram(X, Y, None, weights)
+        from linreg.inference import keep_statistics
+
+        keep_statistics(self, G, C, yy, X.shape[0], weights is not None)
         if spec.standardize:
             mu, sigma = cpu_train.column_moments(X, None, weights)
             sigma = np.where(sigma > 0, sigma, 1.0)
@@ -449,6 +457,8 @@ class LinearRegressor:
     def _set_fitted(self, W, b, history, n_iter, reason, backend, one_output, n_features, val_history, *,
                     lr: float | None) -> None:
         """Every fitted attribute, all at once: nothing from an earlier fit survives."""
+        # The Gram statistics this fit computed, if any (kept for inference; not saved by ``save``).
+        self._gram_statistics = self.__dict__.pop("_pending_gram", None)
         self._backend = backend
         self._one_output = one_output
         self.n_features_in_ = n_features
@@ -573,6 +583,22 @@ class LinearRegressor:
         # scikit-learn's force_finite convention for constant targets.
         r2 = np.where(total > 0, 1 - residual / np.where(total > 0, total, 1), np.where(residual == 0, 1.0, 0.0))
         return float(r2.mean())
+
+    def inference(self, X: Any = None, y: Any = None, sample_weight: Any = None, *, cov_type: str = "nonrobust",
+                  alpha: float = 0.05):
+        """Standard errors, t and p values, intervals and a summary at the least-squares optimum (statsmodels' names).
+
+        ``cov_type``: "nonrobust", "HC0", "HC1", "HC2" or "HC3"; ``alpha``: 0.05 gives
+        95% intervals. A fit that computed the Gram statistics (solver="normal" or
+        "gram", lr="auto") keeps them, so "nonrobust" needs no data; otherwise, and
+        always for the HC types (one more pass over the rows), pass the data the
+        model was fitted on (and the same ``sample_weight``): arrays, or ``.npy``
+        paths / memmaps (streamed). Refuses penalised, early-stopped or unconverged
+        fits. Returns a ``linreg.inference.InferenceResult``; see that module.
+        """
+        from linreg import inference
+
+        return inference.compute(self, X, y, sample_weight, cov_type=cov_type, alpha=alpha)
 
     def save(self, path) -> None:
         """Write the fitted model to ``path`` (.npz, readable without unpickling); see ``linreg.load``."""

@@ -738,6 +738,7 @@ def _train(estimator, spec: training.Spec, data: Dataset, team: Collective, shar
            started: float) -> Report:
     from linreg._engine import EngineRun, EngineState
 
+    estimator.__dict__.pop("_pending_gram", None)  # only this fit's statistics may attach to its result
     n, n_features, n_outputs = data.n_samples, data.n_features, data.n_outputs
     check.check_positive(chunk_bytes, "chunk_bytes", integer=True)
     agreed = [n, n_features, n_outputs, data.one_output, data.dtype.itemsize, chunk_bytes, _options_digest(estimator)]
@@ -772,6 +773,10 @@ def _train(estimator, spec: training.Spec, data: Dataset, team: Collective, shar
         pass_started = time.perf_counter()
         stats = statistics_pass(reader, team, gram=need_gram, moments=spec.standardize)
         report.statistics_seconds = time.perf_counter() - pass_started
+        if need_gram:  # all ranks' rows: kept for inference (linreg.inference), attached by _set_fitted
+            from linreg.inference import keep_statistics
+
+            keep_statistics(estimator, stats.G, stats.C, stats.yy, n, data.weights is not None)
     if spec.standardize:
         mu, sigma = stats.mean, np.where(stats.std > 0, stats.std, 1.0)  # constant columns: left unscaled
     else:
