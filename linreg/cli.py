@@ -8,6 +8,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -15,6 +16,7 @@ from linreg import datasets, distributed
 from linreg.backends import BACKENDS
 from linreg.cuda_backend import CudaUnavailableError
 from linreg.estimator import INITS, DivergenceError, LinearRegressor
+from linreg.inference import COV_TYPES
 from linreg.report import add_report_parser
 from linreg.training import OPTIMIZERS, SCHEDULES, SOLVERS
 
@@ -131,6 +133,23 @@ def result_table(runs: list[tuple[str, LinearRegressor, float]], truth) -> str:
     backend = runs[0][1].backend
     rows.append(f"backend {backend!r}{_threads(backend)}; final loss is the last epoch's, before its update")
     return "\n".join(rows)
+
+
+def print_summaries(runs: list[tuple[str, LinearRegressor, float]], X, y, cov_type: str, **data: Any) -> None:
+    """``--summary``: the inference summary of each run, or why there is none (e.g. a fit that has not converged).
+
+    ``data``: sample_weight and, for streamed runs, the distributed/out-of-core keywords of ``inference.compute``.
+    """
+    from linreg import inference
+
+    for label, model, _ in runs:
+        print(f"\ninference summary of {label!r} (cov_type={cov_type}):")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("always")
+                print(inference.compute(model, X, y, cov_type=cov_type, **data).summary())
+        except ValueError as error:  # refusals: not converged, a penalty, early stopping
+            print(f"  not available: {error}")
 
 
 def _threads(backend: str) -> str:
@@ -251,6 +270,8 @@ def _train(args: argparse.Namespace) -> int:
             print(f"continue with the same command and --resume (checkpoint {args.checkpoint})", file=sys.stderr)
         return 130
     print(result_table(runs, truth))
+    if args.summary:
+        print_summaries(runs, X, y, args.summary)
     if args.plot:
         plot_loss([(label, m.loss_history_) for label, m, _ in runs], Path(args.plot), f"{args.dataset}")
         print(f"loss curve written to {args.plot}")
@@ -354,6 +375,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true",
                        help="continue from --checkpoint (same data and options; the result equals an "
                             "uninterrupted run)")
+    train.add_argument("--summary", nargs="?", const="nonrobust", choices=COV_TYPES, metavar="COV_TYPE",
+                       help="after the fit, print the inference summary (standard errors, t, p, intervals) of each "
+                            f"run; COV_TYPE one of {', '.join(COV_TYPES)} (default nonrobust). Inference refuses "
+                            "fits that have not converged (it says why): solver=normal is exact")
     add_estimator_flags(train)
     distributed.add_cli_arguments(train)
     train.set_defaults(handler=_train)

@@ -226,6 +226,20 @@ def train(estimator, X: Any, y: Any, sample_weight: Any = None, *, chunk_bytes: 
                     "backend": team._dist.get_backend(group), "timeout_s": _timeout_s}
 
 
+def inference(estimator, X: Any, y: Any, sample_weight: Any = None, *, cov_type: str = "nonrobust",
+              alpha: float = 0.05, chunk_bytes: int | None = None, shards: Sequence[tuple[int, int]] | None = None,
+              group: Any = None):
+    """``estimator.inference`` data-parallel: call on every rank; each streams its shard, the statistics are summed.
+
+    Every rank gets the same ``linreg.inference.InferenceResult``. ``X``, ``y``,
+    ``sample_weight`` as in ``fit`` (the data the model was fitted on).
+    """
+    from linreg import inference as inference_module
+
+    return inference_module.compute(estimator, X, y, sample_weight, cov_type=cov_type, alpha=alpha,
+                                    team=TorchCollective(group), shards=shards, chunk_bytes=chunk_bytes)
+
+
 # --------------------------------------------------------------------------- command line
 
 
@@ -306,7 +320,26 @@ def _train_and_report(args: argparse.Namespace, this_rank: int) -> int:
     seconds = time.perf_counter() - started
     if this_rank == 0:
         _report(args, model, report, collectives, seconds)
+    if getattr(args, "summary", None):  # every rank takes part in the statistics pass; rank 0 prints
+        _summary(args, model, this_rank, chunk_bytes)
     return 0
+
+
+def _summary(args: argparse.Namespace, model, this_rank: int, chunk_bytes: int) -> None:
+    from linreg import cli
+
+    streamed = {"sample_weight": args.weight_file, "chunk_bytes": chunk_bytes}
+    if args.distributed:
+        streamed["team"] = TorchCollective()
+    if this_rank == 0:
+        cli.print_summaries([("this run", model, 0.0)], args.dataset, args.target_file, args.summary, **streamed)
+    else:
+        from linreg import inference as inference_module
+
+        try:
+            inference_module.compute(model, args.dataset, args.target_file, cov_type=args.summary, **streamed)
+        except ValueError:
+            pass  # rank 0 prints the reason
 
 
 def _report(args: argparse.Namespace, model, report: outofcore.Report, collectives: dict, seconds: float) -> None:
