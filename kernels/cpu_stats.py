@@ -38,7 +38,9 @@ from kernels import cpu
 _FASTMATH = {"reassoc", "contract"}
 
 
-@njit(cache=True, fastmath=_FASTMATH)
+# error_model="numpy": a leverage of exactly 1 gives 1 / 0 = inf (then NaN standard errors, as statsmodels
+# gives, and linreg.inference warns), not a ZeroDivisionError from inside the parallel region.
+@njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
 def _meat_rows(X, Y, weights, theta, B, lower, power, start, stop, a, z, u, M, ssr):
     """M, ssr of rows [start, stop) into this chunk's parts (upper triangles of M); returns the max leverage."""
     n_features = X.shape[1]

@@ -159,8 +159,9 @@ class InferenceResult:
             else:  # Wald test of all slopes with the robust covariance (statsmodels' f_test)
                 fvalue = np.empty(n_outputs)
                 for o in range(n_outputs):
-                    slopes = params[o, 1:]
-                    fvalue[o] = slopes @ np.linalg.pinv(cov[o, 1:, 1:]) @ slopes / slopes.shape[0]
+                    slopes, block = params[o, 1:], cov[o, 1:, 1:]
+                    fvalue[o] = slopes @ np.linalg.pinv(block) @ slopes / slopes.shape[0] \
+                        if np.isfinite(block).all() else np.nan
                 f_df = float(params.shape[1] - 1)
             f_pvalue = stats.f.sf(fvalue, f_df, df) if df > 0 and f_df > 0 else np.full(n_outputs, np.nan)
         self._f_df = f_df
@@ -414,7 +415,7 @@ def _warn_conditioning(design: _Design, size: int) -> list[str]:
                    "parameters and standard errors; this may indicate strong multicollinearity")
     else:
         return []
-    warnings.warn(message, IllConditionedWarning, stacklevel=4)
+    warnings.warn(message, IllConditionedWarning, stacklevel=5)  # the caller of .inference
     return [message[0].upper() + message[1:] + "."]
 
 
@@ -547,9 +548,10 @@ def _robust(rows: _Rows, theta: np.ndarray, design: _Design, cov_type: str, nobs
     if power and near_one > 0:
         message = (f"some rows have leverage 1 (within {LEVERAGE_ONE:g}): {cov_type} divides their residuals by "
                    "1 - leverage, so its standard errors are not finite or not meaningful; use HC0 or HC1")
-        warnings.warn(message, IllConditionedWarning, stacklevel=5)
+        warnings.warn(message, IllConditionedWarning, stacklevel=6)  # the caller of .inference
         notes.append(message[0].upper() + message[1:] + ".")
     df_resid = nobs - design.rank
     correction = nobs / df_resid if cov_type == "HC1" and df_resid > 0 else (math.nan if cov_type == "HC1" else 1.0)
-    cov = np.stack([correction * design.G_pinv @ M[o] @ design.G_pinv for o in range(n_outputs)])
+    with np.errstate(invalid="ignore", over="ignore"):  # a leverage of 1 gives NaN (warned above)
+        cov = np.stack([correction * design.G_pinv @ M[o] @ design.G_pinv for o in range(n_outputs)])
     return ssr, (cov + np.swapaxes(cov, 1, 2)) / 2.0, notes
