@@ -440,3 +440,74 @@ def test_import_linreg_stays_light():
     out = subprocess.run([sys.executable, "-c", "import json; " + code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}).stdout
     assert json.loads(out) == []
+
+
+# --------------------------------------------------------------------------- two ranks (torch.distributed, gloo)
+
+DISTRIBUTED_WORKER = r"""
+import json, sys
+import numpy as np
+from linreg import LinearRegressor, distributed
+
+config = json.load(open(sys.argv[1]))
+files, result = config["files"], {}
+distributed.init(timeout=60)
+model = distributed.fit(LinearRegressor(solver="normal"), files["X"], files["Y"], files["w"],
+                        chunk_bytes=config["chunk_bytes"], shards=config["shards"])
+for cov_type in ("nonrobust", "HC0", "HC1", "HC2", "HC3"):
+    r = distributed.inference(model, files["X"], files["Y"], files["w"], cov_type=cov_type,
+                              chunk_bytes=config["chunk_bytes"], shards=config["shards"])
+    result[cov_type] = {name: np.asarray(getattr(r, name)).tolist() for name in ("params", "bse", "pvalues", "fvalue")}
+print(json.dumps(result), flush=True)
+"""
+
+
+def test_two_ranks_give_the_single_process_inference(tmp_path, npy_files):
+    pytest.importorskip("torch")
+    import torch.distributed
+
+    if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
+        pytest.skip("torch.distributed with gloo is not available")
+    from test_distributed import LAUNCH_TIMEOUT, free_port, worker_env
+
+    X, Y, weights, paths = npy_files
+    chunk_bytes, shards = 16_000, [[0, 900], [900, X.shape[0]]]
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"files": {k: str(v) for k, v in paths.items()}, "chunk_bytes": chunk_bytes,
+                                  "shards": shards}))
+    worker = tmp_path / "worker.py"
+    worker.write_text(DISTRIBUTED_WORKER)
+    port = free_port()
+    processes = [subprocess.Popen([sys.executable, str(worker), str(config)], env=worker_env(rank, 2, port),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    outputs = []
+    try:
+        for process in processes:
+            stdout, stderr = process.communicate(timeout=LAUNCH_TIMEOUT)
+            assert process.returncode == 0, stderr
+            outputs.append(json.loads(stdout.strip().splitlines()[-1]))
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert outputs[0] == outputs[1]  # every rank holds the same result, to the bit
+    model = LinearRegressor(solver="normal").fit(X, Y, weights)
+    for cov_type, ranks in outputs[0].items():
+        expected = model.inference(X, Y, weights, cov_type=cov_type)
+        for name, value in ranks.items():
+            np.testing.assert_allclose(value, getattr(expected, name), rtol=1e-10, atol=1e-14,
+                                       err_msg=f"{cov_type} {name}")
+
+
+def test_the_report_times_the_same_inference_as_statsmodels():
+    from linreg import report
+
+    case = report.Case("W6", 2_000, 4, 1, "float64")
+    data = report.make_problem(case)
+    ours, _ = report.prepare("linreg-cpu", case, data)
+    theirs, _ = report.prepare("statsmodels", case, data)
+    for mine, reference in zip(ours(), theirs(), strict=True):  # nonrobust p, CI, HC3 p, CI
+        np.testing.assert_allclose(mine, reference, rtol=1e-8, atol=1e-10)
+    with pytest.raises(report.Unavailable, match="W6"):
+        report.prepare("statsmodels", report.Case("W5", 100, 4, 1, "float64"))
