@@ -593,8 +593,10 @@ class LinearRegressor:
         "gram", lr="auto") keeps them, so "nonrobust" needs no data; otherwise, and
         always for the HC types (one more pass over the rows), pass the data the
         model was fitted on (and the same ``sample_weight``): arrays, or ``.npy``
-        paths / memmaps (streamed). Refuses penalised, early-stopped or unconverged
-        fits. Returns a ``linreg.inference.InferenceResult``; see that module.
+        paths / memmaps (streamed). Refuses penalised or early-stopped fits (ValueError)
+        and gradient fits farther than 1e-3 standard errors from the optimum
+        (``linreg.NotConvergedError``). Returns a ``linreg.inference.InferenceResult``;
+        see that module for the formulas and what each covariance type assumes.
         """
         from linreg import inference
 

@@ -447,6 +447,12 @@ def compute(model, X: Any = None, y: Any = None, sample_weight: Any = None, *, c
     elif team is not None or outofcore.is_out_of_core(X, y, sample_weight):
         rows = _streamed_rows(X, y, sample_weight, team, shards, chunk_bytes)
     else:
+        from linreg.estimator import _feature_names
+
+        names, fitted_names = _feature_names(X), getattr(model, "feature_names_in_", None)
+        if names is not None and fitted_names is not None and list(names) != list(fitted_names):
+            raise ValueError(f"X's columns should be those the model was fitted with: fitted with "
+                             f"{list(fitted_names)}, got {list(names)}")
         rows = _in_memory_rows(X, y, sample_weight)
     try:
         return _compute(model, rows, kept, cov_type, alpha)

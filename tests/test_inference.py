@@ -348,6 +348,8 @@ def test_summary_names_features_from_a_dataframe_intercept_first():
                    "Covariance Type:", "nonrobust", "exact (normal)"):
         assert needle in text, needle
     assert isinstance(pd.Series(result.params, index=result.exog_names), pd.Series)
+    with pytest.raises(ValueError, match="X's columns should be those the model was fitted with"):
+        model.inference(data.data.rename(columns={"age": "AGE"}), data.target)
 
 
 def test_summary_without_names_uses_x0_and_one_block_per_output():
