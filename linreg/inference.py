@@ -142,7 +142,7 @@ class InferenceResult:
         self._one = one_output
         self._params = params  # (O, k), const first
         self._cov = cov  # (O, k, k)
-        df = self.df_resid
+        df = np.float64(self.df_resid)  # NumPy scalars: no ZeroDivisionError when n = k (NaN / inf, as statsmodels)
         bse = np.sqrt(np.diagonal(cov, axis1=1, axis2=2))
         with np.errstate(divide="ignore", invalid="ignore"):
             tvalues = params / bse
@@ -154,7 +154,7 @@ class InferenceResult:
             scale = ssr / df
             ess = centered_tss - ssr
             if cov_type == "nonrobust":
-                fvalue = (ess / self.df_model) / scale
+                fvalue = (ess / np.float64(self.df_model)) / scale
                 f_df = self.df_model
             else:  # Wald test of all slopes with the robust covariance (statsmodels' f_test)
                 fvalue = np.empty(n_outputs)
@@ -486,6 +486,11 @@ def _compute(model, rows: _Rows | None, kept: GramStatistics | None, cov_type: s
         raise ValueError("the weights sum to 0: no row carries information")
     design = _decompose(G)
     notes = _warn_conditioning(design, size)
+    if nobs <= design.rank:
+        message = (f"no residual degrees of freedom: {nobs} rows for {design.rank} independent columns of [X 1]; "
+                   "the fit interpolates the data and standard errors, t, p and intervals are undefined (NaN)")
+        warnings.warn(message, IllConditionedWarning, stacklevel=4)  # the caller of .inference
+        notes.append(message[0].upper() + message[1:] + ".")
 
     theta_exact = design.G_pinv @ C  # (F+1, O), intercept last
     exact = model.solver == "normal"

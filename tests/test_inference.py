@@ -313,6 +313,15 @@ def test_a_well_conditioned_design_does_not_warn():
         model.inference(X, y, cov_type="HC3")
 
 
+def test_as_many_columns_as_rows_warns_and_gives_nan():
+    X, y = np.random.default_rng(0).standard_normal((3, 2)), np.array([1.0, 2.0, 4.0])
+    model = LinearRegressor(solver="normal").fit(X, y)
+    with pytest.warns(IllConditionedWarning, match="no residual degrees of freedom: 3 rows for 3"):
+        result = model.inference()
+    assert result.df_resid == 0 and np.isnan(result.bse).all() and np.isnan(result.pvalues).all()
+    assert "no residual degrees of freedom" in result.summary().lower()
+
+
 def test_leverage_one_warns_for_hc2_and_hc3():
     X, y = heteroskedastic(n=50)
     dummy = np.zeros((50, 1))
