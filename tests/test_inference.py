@@ -522,3 +522,22 @@ def test_the_report_times_the_same_inference_as_statsmodels():
         np.testing.assert_allclose(mine, reference, rtol=1e-8, atol=1e-10)
     with pytest.raises(report.Unavailable, match="W6"):
         report.prepare("statsmodels", report.Case("W5", 100, 4, 1, "float64"))
+
+
+def test_torchrun_train_summary_prints_once_the_single_process_numbers(tmp_path, npy_files):
+    pytest.importorskip("torch")
+    from test_distributed import LAUNCH_TIMEOUT
+
+    X, Y, weights, paths = npy_files
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               "-m", "linreg", "train", "--dataset", str(paths["X"]), "--target-file", str(paths["Y"]),
+               "--weight-file", str(paths["w"]), "--distributed", "--solver", "normal", "--no-progress",
+               "--chunk-mb", "0.02", "--dist-timeout", "60", "--summary", "HC2"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT,
+                            env={**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("inference summary of 'this run' (cov_type=HC2)") == 1  # rank 0 only
+    expected = LinearRegressor(solver="normal").fit(X, Y, weights).inference(X, Y, weights, cov_type="HC2")
+    rows = [line.split() for line in result.stdout.splitlines() if line.startswith("x2 ")]
+    assert [row[1:3] for row in rows] == [[f"{expected.params[o, 3]:.4f}", f"{expected.bse[o, 3]:.3f}"]
+                                          for o in range(2)]
