@@ -41,7 +41,7 @@ _FASTMATH = {"reassoc", "contract"}
 # error_model="numpy": a leverage of exactly 1 gives 1 / 0 = inf (then NaN standard errors, as statsmodels
 # gives, and linreg.inference warns), not a ZeroDivisionError from inside the parallel region.
 @njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
-def _meat_rows(X, Y, weights, theta, B, lower, power, start, stop, a, z, u, M, ssr):
+def _meat_rows(X, Y, weights, theta, B, lower, power, start, stop, a, u, M, ssr):
     """M, ssr of rows [start, stop) into this chunk's parts (upper triangles of M); returns the max leverage."""
     n_features = X.shape[1]
     n_outputs = Y.shape[1]
@@ -64,8 +64,7 @@ def _meat_rows(X, Y, weights, theta, B, lower, power, start, stop, a, z, u, M, s
                 acc = 0.0
                 for f in range(k + 1 if lower else size):
                     acc += B[k, f] * a[f]
-                z[k] = acc
-                leverage += acc * acc
+                leverage += acc * acc  # h = s ||B a||^2
             leverage *= s
             max_leverage = max(max_leverage, leverage)
             factor = 1.0 / (1.0 - leverage)
@@ -87,19 +86,19 @@ def _meat_rows(X, Y, weights, theta, B, lower, power, start, stop, a, z, u, M, s
 
 
 @njit(parallel=True, cache=True)
-def _meat(X, Y, weights, theta, B, lower, power, parallel, chunk_rows, n_chunks, a_parts, z_parts, u_parts, M_parts,
-          ssr_parts, leverage_parts, M, ssr):
+def _meat(X, Y, weights, theta, B, lower, power, parallel, chunk_rows, n_chunks, a_parts, u_parts, M_parts, ssr_parts,
+          leverage_parts, M, ssr):
     n_samples = X.shape[0]
     if parallel:
         for c in prange(n_chunks):
             lo = c * chunk_rows
             leverage_parts[c] = _meat_rows(X, Y, weights, theta, B, lower, power, lo, min(lo + chunk_rows, n_samples),
-                                           a_parts[c], z_parts[c], u_parts[c], M_parts[c], ssr_parts[c])
+                                           a_parts[c], u_parts[c], M_parts[c], ssr_parts[c])
     else:
         for c in range(n_chunks):
             lo = c * chunk_rows
             leverage_parts[c] = _meat_rows(X, Y, weights, theta, B, lower, power, lo, min(lo + chunk_rows, n_samples),
-                                           a_parts[c], z_parts[c], u_parts[c], M_parts[c], ssr_parts[c])
+                                           a_parts[c], u_parts[c], M_parts[c], ssr_parts[c])
     size = M.shape[1]
     for o in range(M.shape[0]):
         for f in range(size):
@@ -143,7 +142,7 @@ def robust_meat(X: np.ndarray, Y: np.ndarray, theta: np.ndarray, weights: np.nda
     parallel = work >= cpu.PARALLEL_MIN_WORK
     M, ssr = np.empty((n_outputs, size, size)), np.empty(n_outputs)
     max_leverage = _meat(X, Y, weights, theta, B, bool(lower), np.int64(power), parallel, chunk_rows, n_chunks,
-                         np.empty((n_chunks, size)), np.empty((n_chunks, max(B.shape[0], 1))),
-                         np.empty((n_chunks, n_outputs)), np.empty((n_chunks, n_outputs, size, size)),
-                         np.empty((n_chunks, n_outputs)), np.empty(n_chunks), M, ssr)
+                         np.empty((n_chunks, size)), np.empty((n_chunks, n_outputs)),
+                         np.empty((n_chunks, n_outputs, size, size)), np.empty((n_chunks, n_outputs)),
+                         np.empty(n_chunks), M, ssr)
     return M, ssr, float(max_leverage)
