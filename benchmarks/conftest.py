@@ -1,4 +1,4 @@
-"""pytest-benchmark suites W1..W5 against torch, NumPy and scikit-learn: never timed assertions.
+"""pytest-benchmark suites W1..W6 against torch, NumPy, scikit-learn and statsmodels: never timed assertions.
 
 Every benchmark group is one workload configuration with one benchmark per
 provider, so pytest-benchmark's relative column is the ratio against the peers
@@ -62,9 +62,10 @@ def pytest_terminal_summary(terminalreporter):
     for row in SUMMARY:
         case = row["case"]
         base = next((r for r in SUMMARY if r["case"] == case and r["provider"] == "torch-seed"), None)
-        if case.workload == "W5":
-            base = next((r for r in SUMMARY if r["case"] == case and r["provider"] == "sklearn"), None)
-        speed = f"{base['min'] / row['min']:.1f}x" + (" (sk)" if case.workload == "W5" else "") if base else ""
+        peer = {"W5": ("sklearn", " (sk)"), "W6": ("statsmodels", " (sm)")}.get(case.workload)
+        if peer:
+            base = next((r for r in SUMMARY if r["case"] == case and r["provider"] == peer[0]), None)
+        speed = f"{base['min'] / row['min']:.1f}x" + (peer[1] if peer else "") if base else ""
         gbs, fraction = (f"{row['GB/s']:7.1f}", f"{row['GB/s'] / roof:8.0%}") if case.workload in report.STREAMING \
             else ("", "")
         write(f"{case.label:34s} {row['provider']:11s} {row['min'] * 1e3:9.3f}ms {gbs:>7s} {fraction:>8s} {speed:>13s}")

@@ -8,6 +8,8 @@ writes ``report.md``, ``results.json`` and PNG plots into DIR:
 * W3  one mini-batch SGD epoch (batch 256) over 1,000,000x32;
 * W4  one full-batch epoch, multi-output, 1,000,000x64 -> 8;
 * W5  exact least squares over 2,000,000x32 (``solver="normal"`` vs scikit-learn);
+* W6  a fit plus its inference (nonrobust and HC3 standard errors, p-values, intervals) over
+  1,000,000x32, against statsmodels OLS (``linreg.inference``);
 * the machine's read bandwidth (the roofline of a streaming epoch), measured in the same run;
 * cold start: import and first fit in a new process, with a warm and (full mode) an empty kernel cache.
 
@@ -45,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-PROVIDERS = ("linreg-cpu", "linreg-cuda", "torch-seed", "torch-sgd", "numpy", "sklearn")
+PROVIDERS = ("linreg-cpu", "linreg-cuda", "torch-seed", "torch-sgd", "numpy", "sklearn", "statsmodels")
 #: Epoch-unit workloads (W2, W4) report bytes moved and the fraction of the roofline.
 STREAMING = ("W2", "W4")
 #: The learning rate of the epoch workloads: small enough that repeated rounds never diverge.
@@ -81,7 +83,7 @@ class Case:
     @property
     def unit(self) -> str:
         return {"W1": "fit (500 epochs)", "W2": "epoch", "W3": "epoch (batch 256)", "W4": "epoch",
-                "W5": "solve"}[self.workload]
+                "W5": "solve", "W6": "fit + inference"}[self.workload]
 
 
 W1_CASE = Case("W1", 5000, 5, 1, "float32")
@@ -89,6 +91,7 @@ W2_TARGET = Case("W2", 2_000_000, 32, 1, "float32")
 W3_CASE = Case("W3", 1_000_000, 32, 1, "float32")
 W4_CASE = Case("W4", 1_000_000, 64, 8, "float32")
 W5_CASE = Case("W5", 2_000_000, 32, 1, "float64")
+W6_CASE = Case("W6", 1_000_000, 32, 1, "float64")
 
 
 TARGET_CASES = [W1_CASE, W2_TARGET, W3_CASE, W4_CASE, W5_CASE]
@@ -101,13 +104,13 @@ def cases(quick: bool = False) -> list[Case]:
         sweep += [Case("W2", 100_000, 5, 1, "float32"), Case("W2", 100_000, 32, 8, "float32"),
                   Case("W2", 100_000, 32, 1, "float64")]
         return [W1_CASE, *sweep, Case("W3", 100_000, 32, 1, "float32"), Case("W4", 100_000, 64, 8, "float32"),
-                Case("W5", 100_000, 32, 1, "float64")]
+                Case("W5", 100_000, 32, 1, "float64"), Case("W6", 100_000, 32, 1, "float64")]
     sweep = [Case("W2", n, f, 1, "float32") for f in (5, 32, 128) for n in (1_000, 10_000, 100_000, 1_000_000)]
     sweep += [Case("W2", 4_000_000, f, 1, "float32") for f in (5, 32)]
     sweep += [W2_TARGET]
     sweep += [Case("W2", 1_000_000, f, o, d) for f in (5, 32, 128) for o in (1, 8) for d in ("float32", "float64")
               if (o, d) != (1, "float32")]
-    return [W1_CASE, *sweep, W3_CASE, W4_CASE, W5_CASE]
+    return [W1_CASE, *sweep, W3_CASE, W4_CASE, W5_CASE, W6_CASE]
 
 
 # --------------------------------------------------------------------------- data
@@ -190,8 +193,10 @@ def prepare(provider: str, case: Case, data: tuple[np.ndarray, np.ndarray] | Non
     """
     if provider not in PROVIDERS:
         raise ValueError(f"provider must be one of {PROVIDERS}, got {provider!r}")
+    if provider == "statsmodels" and case.workload != "W6":
+        raise Unavailable("statsmodels is timed on W6 (inference) only")
     X, Y = data if data is not None else make_problem(case)
-    build = {"W1": _w1, "W2": _epoch, "W3": _minibatch, "W4": _epoch, "W5": _solve}[case.workload]
+    build = {"W1": _w1, "W2": _epoch, "W3": _minibatch, "W4": _epoch, "W5": _solve, "W6": _inference}[case.workload]
     fn, note = build(provider, X, Y)
     fn()  # warm-up: compile or load kernels, first-touch memory
     return fn, note
@@ -436,6 +441,36 @@ def _solve(provider: str, X: np.ndarray, Y: np.ndarray) -> tuple[Callable, str]:
 
         return solve, "numpy.linalg.lstsq on [X 1]"
     raise Unavailable(f"{provider} is not an exact solver here (W5 compares solver='normal' with scikit-learn)")
+
+
+def _inference(provider: str, X: np.ndarray, Y: np.ndarray) -> tuple[Callable, str]:
+    """An exact fit with an intercept, then nonrobust and HC3 standard errors, p-values and 95% intervals."""
+    y = Y[:, 0]
+    if provider == "linreg-cpu":
+        from linreg import LinearRegressor
+
+        model = LinearRegressor(solver="normal")
+
+        def fit_and_infer():
+            model.fit(X, y)
+            classical = model.inference()  # from the fit's Gram statistics: no pass over the data
+            robust = model.inference(X, y, cov_type="HC3")  # one fused pass: residuals, leverages, meat
+            return classical.pvalues, classical.conf_int(), robust.pvalues, robust.conf_int()
+
+        return fit_and_infer, "fit(solver='normal'), inference() and inference(X, y, cov_type='HC3')"
+    if provider == "statsmodels":
+        try:
+            import statsmodels.api as sm
+        except ImportError:
+            raise Unavailable("statsmodels is not installed") from None
+
+        def fit_and_infer():
+            fitted = sm.OLS(y, sm.add_constant(X)).fit()
+            robust = fitted.get_robustcov_results("HC3", use_t=True)
+            return fitted.pvalues, fitted.conf_int(), robust.pvalues, robust.conf_int()
+
+        return fit_and_infer, "OLS(y, add_constant(X)).fit() and get_robustcov_results('HC3') (pinv of the design)"
+    raise Unavailable(f"{provider} has no inference (W6 compares linreg.inference with statsmodels)")
 
 
 # --------------------------------------------------------------------------- measurement
@@ -856,7 +891,7 @@ def _markdown(results, bandwidth, info, cold, goals, quick, paths) -> str:
             lines[-1] += (f" With an empty cache (every kernel of the fit compiles): import + fit "
                           f"{c['import+fit']:.2f} s, whole process {c['process']:.2f} s.")
     lines += ["", "## Results", ""]
-    for workload in ("W1", "W2", "W3", "W4", "W5"):
+    for workload in ("W1", "W2", "W3", "W4", "W5", "W6"):
         rows = [r for r in results if r.case.workload == workload]
         if not rows:
             continue

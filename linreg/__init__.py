@@ -6,6 +6,7 @@ backend do, lazily.
 
 from linreg import datasets
 from linreg.estimator import DivergenceError, LinearRegressor, NotFittedError
+from linreg.inference import NotConvergedError
 from linreg.persistence import ModelFileError, load
 from linreg.training import ConvergenceWarning, IllConditionedWarning
 
@@ -13,5 +14,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ConvergenceWarning", "DivergenceError", "IllConditionedWarning", "LinearRegressor", "ModelFileError",
-    "NotFittedError", "__version__", "datasets", "load",
+    "NotConvergedError", "NotFittedError", "__version__", "datasets", "load",
 ]

@@ -110,3 +110,12 @@ def check_sample_weight(sample_weight: Any, n_samples: int) -> np.ndarray | None
     if not weights.sum() > 0:
         raise ValueError("sample_weight sums to 0: at least one sample must have a positive weight")
     return np.ascontiguousarray(weights, dtype=np.float64)
+
+
+def feature_names(X: Any) -> np.ndarray | None:
+    """The column names of a DataFrame-like X (all strings), else None: what ``feature_names_in_`` records."""
+    columns = getattr(X, "columns", None)
+    if columns is None:
+        return None
+    names = np.asarray(list(columns), dtype=object)
+    return names if all(isinstance(name, str) for name in names) else None

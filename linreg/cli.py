@@ -9,12 +9,14 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from linreg import datasets, distributed, options, outofcore
 from linreg.cuda_backend import CudaUnavailableError
 from linreg.estimator import DivergenceError, LinearRegressor
+from linreg.inference import COV_TYPES
 
 
 class CliError(Exception):
@@ -131,6 +133,23 @@ def result_table(runs: list[tuple[str, LinearRegressor, float]], truth) -> str:
     return "\n".join(rows)
 
 
+def print_summaries(runs: list[tuple[str, LinearRegressor, float]], X, y, cov_type: str, **data: Any) -> None:
+    """``--summary``: the inference summary of each run, or why there is none (e.g. a fit that has not converged).
+
+    ``data``: sample_weight and, for streamed runs, the distributed/out-of-core keywords of ``inference.compute``.
+    """
+    from linreg import inference
+
+    for label, model, _ in runs:
+        print(f"\ninference summary of {label!r} (cov_type={cov_type}):")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("always")
+                print(inference.compute(model, X, y, cov_type=cov_type, **data).summary())
+        except ValueError as error:  # refusals: not converged, a penalty, early stopping
+            print(f"  not available: {error}")
+
+
 def _threads(backend: str) -> str:
     if backend != "cpu":
         return ""
@@ -243,6 +262,8 @@ def _train(args: argparse.Namespace) -> int:
             print(f"continue with the same command and --resume (checkpoint {args.checkpoint})", file=sys.stderr)
         return 130
     print(result_table(runs, truth))
+    if args.summary:
+        print_summaries(runs, X, y, args.summary)
     if args.plot:
         plot_loss([(label, m.loss_history_) for label, m, _ in runs], Path(args.plot), f"{args.dataset}")
         print(f"loss curve written to {args.plot}")
@@ -278,6 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true",
                        help="continue from --checkpoint (same data and options; the result equals an "
                             "uninterrupted run)")
+    train.add_argument("--summary", nargs="?", const="nonrobust", choices=COV_TYPES, metavar="COV_TYPE",
+                       help="after the fit, print the inference summary (standard errors, t, p, intervals) of each "
+                            f"run; COV_TYPE one of {', '.join(COV_TYPES)} (default nonrobust). Inference refuses "
+                            "fits that have not converged (it says why): solver=normal is exact")
     options.add_flags(train)
     add_streaming_arguments(train)
     train.set_defaults(handler=_train)
@@ -381,7 +406,24 @@ def _train_and_report(args: argparse.Namespace, this_rank: int) -> int:
     seconds = time.perf_counter() - started
     if this_rank == 0:
         _report(args, model, report, collectives, seconds)
+    if getattr(args, "summary", None):  # every rank takes part in the statistics pass; rank 0 prints
+        _streamed_summary(args, model, this_rank, chunk_bytes)
     return 0
+
+
+def _streamed_summary(args: argparse.Namespace, model, this_rank: int, chunk_bytes: int) -> None:
+    from linreg import inference
+
+    streamed: dict[str, Any] = {"sample_weight": args.weight_file, "chunk_bytes": chunk_bytes}
+    if args.distributed:
+        streamed["team"] = distributed.TorchCollective()
+    if this_rank == 0:
+        print_summaries([("this run", model, 0.0)], args.dataset, args.target_file, args.summary, **streamed)
+    else:
+        try:
+            inference.compute(model, args.dataset, args.target_file, cov_type=args.summary, **streamed)
+        except ValueError:
+            pass  # rank 0 prints the reason
 
 
 def _report(args: argparse.Namespace, model, report: outofcore.Report, collectives: dict, seconds: float) -> None:

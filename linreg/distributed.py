@@ -223,6 +223,20 @@ def train(estimator, X: Any, y: Any, sample_weight: Any = None, *, chunk_bytes: 
                     "backend": team._dist.get_backend(group), "timeout_s": _timeout_s}
 
 
+def inference(estimator, X: Any, y: Any, sample_weight: Any = None, *, cov_type: str = "nonrobust",
+              alpha: float = 0.05, chunk_bytes: int | None = None, shards: Sequence[tuple[int, int]] | None = None,
+              group: Any = None):
+    """``estimator.inference`` data-parallel: call on every rank; each streams its shard, the statistics are summed.
+
+    Every rank gets the same ``linreg.inference.InferenceResult``. ``X``, ``y``,
+    ``sample_weight`` as in ``fit`` (the data the model was fitted on).
+    """
+    from linreg import inference as inference_module
+
+    return inference_module.compute(estimator, X, y, sample_weight, cov_type=cov_type, alpha=alpha,
+                                    team=TorchCollective(group), shards=shards, chunk_bytes=chunk_bytes)
+
+
 # --------------------------------------------------------------------------- command line
 
 

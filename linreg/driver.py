@@ -94,6 +94,7 @@ class InMemory:
         self.n_samples, self.n_features = X.shape
         self.n_outputs = Y.shape[1]
         self.dtype = np.dtype(X.dtype)
+        self.weighted = weights is not None
 
     def agree(self, W0: np.ndarray, b0: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, int]:
         return W0, b0, seed  # one process: nothing to agree on
@@ -200,8 +201,8 @@ def fit(spec: Spec, params: dict[str, Any], source, *, one_output: bool, feature
         stats = Statistics()
         if need_gram or spec.standardize:
             stats = source.statistics(rows, gram=need_gram, moments=spec.standardize)
-        if need_gram and rows is None:
-            statistics = stats
+        if need_gram and rows is None:  # all the rows: kept for inference (linreg.inference)
+            statistics = dataclasses.replace(stats, n_samples=source.n_samples, weighted=source.weighted)
         mu, sigma = training.standardization(stats, spec.standardize, n_features)
         if spec.solver == "normal":
             W, b, objective = training.normal_solution(spec, stats.G, stats.C, stats.yy, stats.weight_total, mu,

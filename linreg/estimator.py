@@ -100,7 +100,7 @@ class LinearRegressor:
                                      "checkpoint_path, with GPU data")
                 X2, Y2 = cuda_backend.check_device_X_y(X, y)
                 return driver.InMemory(X2, Y2, None), getattr(y, "ndim", None) == 1, None
-        names = _feature_names(X)
+        names = check.feature_names(X)
         X2, Y2, one_output = check.check_X_y(X, y)
         weights = check.check_sample_weight(sample_weight, X2.shape[0])
         return driver.InMemory(X2, Y2, weights), one_output, names
@@ -196,7 +196,7 @@ class LinearRegressor:
     def predict(self, X: Any) -> np.ndarray:
         """Predictions ``X @ coef_.T + intercept_``: 1-D if fitted on a 1-D y."""
         self._check_fitted()
-        names = _feature_names(X)
+        names = check.feature_names(X)
         fitted_names = getattr(self, "feature_names_in_", None)
         if names is not None and fitted_names is not None and list(names) != list(fitted_names):
             raise ValueError(f"The feature names should match those that were passed during fit: fitted with "
@@ -244,6 +244,24 @@ class LinearRegressor:
         r2 = np.where(total > 0, 1 - residual / np.where(total > 0, total, 1), np.where(residual == 0, 1.0, 0.0))
         return float(r2.mean())
 
+    def inference(self, X: Any = None, y: Any = None, sample_weight: Any = None, *, cov_type: str = "nonrobust",
+                  alpha: float = 0.05):
+        """Standard errors, t and p values, intervals and a summary at the least-squares optimum (statsmodels' names).
+
+        ``cov_type``: "nonrobust", "HC0", "HC1", "HC2" or "HC3"; ``alpha``: 0.05 gives
+        95% intervals. A fit that computed the Gram statistics (solver="normal" or
+        "gram", lr="auto") keeps them, so "nonrobust" needs no data; otherwise, and
+        always for the HC types (one more pass over the rows), pass the data the
+        model was fitted on (and the same ``sample_weight``): arrays, or ``.npy``
+        paths / memmaps (streamed). Refuses penalised or early-stopped fits (ValueError)
+        and gradient fits farther than 1e-3 standard errors from the optimum
+        (``linreg.NotConvergedError``). Returns a ``linreg.inference.InferenceResult``;
+        see that module for the formulas and what each covariance type assumes.
+        """
+        from linreg import inference
+
+        return inference.compute(self, X, y, sample_weight, cov_type=cov_type, alpha=alpha)
+
     def save(self, path) -> None:
         """Write the fitted model to ``path`` (.npz, readable without unpickling); see ``linreg.load``."""
         from linreg.persistence import save
@@ -256,14 +274,6 @@ LinearRegressor.__init__.__signature__ = inspect.Signature(
     [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     + [inspect.Parameter(option.name, inspect.Parameter.KEYWORD_ONLY, default=option.default)
        for option in options.OPTIONS])
-
-
-def _feature_names(X: Any) -> np.ndarray | None:
-    columns = getattr(X, "columns", None)
-    if columns is None:
-        return None
-    names = np.asarray(list(columns), dtype=object)
-    return names if all(isinstance(name, str) for name in names) else None
 
 
 def _same(a: Any, b: Any) -> bool:

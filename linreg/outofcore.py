@@ -646,6 +646,7 @@ class Streamed:
         self.n_samples, self.n_features, self.n_outputs = data.n_samples, data.n_features, data.n_outputs
         self.dtype = np.dtype(data.dtype)
         self.weights = None  # streamed with the rows; checked before the fit (_check_weights)
+        self.weighted = data.weights is not None
         self.batch_counts, self.local_batch = batch_counts, local_batch
         self.statistics_seconds = 0.0
 

@@ -61,6 +61,8 @@ class Statistics:
     yy: np.ndarray | None = None
     mean: np.ndarray | None = None
     std: np.ndarray | None = None
+    n_samples: int | None = None  # the rows they cover (all ranks)
+    weighted: bool = False  # whether sample weights were applied
 
     @property
     def weight_total(self) -> float:

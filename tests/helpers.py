@@ -1,6 +1,24 @@
-"""Reference computations shared by the tests: NumPy in float64, written once."""
+"""Reference computations shared by the tests: NumPy in float64, written once; and multi-process launch helpers."""
+
+import os
+import socket
 
 import numpy as np
+
+LAUNCH_TIMEOUT = 120  # seconds for any launch to finish (imports included): a hang fails the test, never the CI
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def worker_env(rank: int, world_size: int, port: int) -> dict:
+    """The environment of one torch.distributed rank on localhost (one thread each: 2 cores)."""
+    return {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank),
+            "LOCAL_WORLD_SIZE": str(world_size), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+            "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
 
 
 def reference_loss_grad(X, Y, W, b):

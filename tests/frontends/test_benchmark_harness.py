@@ -13,7 +13,8 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # One tiny case per workload (the quick mode's own sizes take longer than a unit test should).
 TINY = [report.W1_CASE, report.Case("W2", 1_000, 32, 1, "float32"), report.Case("W2", 20_000, 32, 1, "float32"),
         report.Case("W2", 20_000, 5, 1, "float32"), report.Case("W3", 20_000, 32, 1, "float32"),
-        report.Case("W4", 5_000, 64, 8, "float32"), report.Case("W5", 5_000, 32, 1, "float64")]
+        report.Case("W4", 5_000, 64, 8, "float32"), report.Case("W5", 5_000, 32, 1, "float64"),
+        report.Case("W6", 5_000, 8, 1, "float64")]
 
 
 @pytest.fixture(scope="module")
@@ -60,13 +61,13 @@ def test_markdown_has_device_targets_tables_and_plots(written):
 
 def test_quick_cases_are_small_and_cover_every_workload():
     quick = report.cases(quick=True)
-    assert {c.workload for c in quick} == {"W1", "W2", "W3", "W4", "W5"}
+    assert {c.workload for c in quick} == {"W1", "W2", "W3", "W4", "W5", "W6"}
     assert max(c.nbytes for c in quick) <= 64 << 20
 
 
 def test_cases_cover_the_issue_workloads():
     full = report.cases(quick=False)
-    assert {c.workload for c in full} == {"W1", "W2", "W3", "W4", "W5"}
+    assert {c.workload for c in full} == {"W1", "W2", "W3", "W4", "W5", "W6"}
     assert report.W2_TARGET in full and report.W1_CASE in full
     sweep = [c for c in full if c.workload == "W2"]
     assert min(c.n_samples for c in sweep) == 1_000 and max(c.n_samples for c in sweep) == 4_000_000

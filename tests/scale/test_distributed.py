@@ -14,13 +14,12 @@ statistics, whose loss formula cancels (see test_outofcore): 1e-10.
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-from helpers import torch_reference_fit
+from helpers import LAUNCH_TIMEOUT, free_port, torch_reference_fit, worker_env
 
 from linreg import LinearRegressor, cli, distributed, load, outofcore
 from linreg.testing import assert_close
@@ -31,7 +30,6 @@ if not torch.distributed.is_available() or not torch.distributed.is_gloo_availab
 
 N_SAMPLES, N_FEATURES, N_OUTPUTS = 3001, 5, 2
 CHUNK_BYTES = 12_000  # ~150 rows: every rank streams several chunks
-LAUNCH_TIMEOUT = 120  # seconds for any launch to finish (imports included): a hang fails the test, never the CI
 
 #: Fits run by every rank of the API launch: (name, estimator options, shards or None, weighted).
 FITS = [
@@ -106,18 +104,6 @@ except Exception as error:
     result["error_seconds"] = time.perf_counter() - started
 print(json.dumps(result), flush=True)
 """
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def worker_env(rank: int, world_size: int, port: int) -> dict:
-    return {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank),
-            "LOCAL_WORLD_SIZE": str(world_size), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
-            "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
 
 
 def launch(tmp_path, files, scenario, *, ranks=(0, 1), world_size=2, timeout=30.0, fits=(), others_wait=20.0):
