@@ -515,8 +515,9 @@ def _loss_grad(X, Y, W, b, dW, db, parallel, chunk_rows, n_chunks, residuals, dW
 @njit(cache=True)
 def is_divergent(value, first):
     """Divergence, the one rule of every training loop: a non-finite loss, or one EXPLOSION_FACTOR times the
-    fit's first loss ``first`` (caught long before overflow). Callable from Python and from compiled code."""
-    return not np.isfinite(value) or (first > 0 and value > EXPLOSION_FACTOR * first)
+    fit's first loss ``first`` (caught long before overflow). Callable from Python, from compiled code and from
+    the CUDA kernels (``kernels.cuda._finish_step``), hence ``math.isfinite``."""
+    return not math.isfinite(value) or (first > 0 and value > EXPLOSION_FACTOR * first)
 
 
 @njit(cache=True)

@@ -73,7 +73,7 @@ import numpy as np
 from numba import cuda
 
 # One definition of divergence for every backend: a loss this many times the fit's first.
-from .cpu import EXPLOSION_FACTOR
+from .cpu import is_divergent
 
 __all__ = [
     "MAX_BLOCKS",
@@ -453,7 +453,7 @@ def _finish_step(parts, n_blocks, n_elements, W, b, lr, W_next, b_next, dW, db, 
     first_thread = cuda.grid(1) == 0
     if first_thread:
         loss_history[epoch] = value
-    if not math.isfinite(value) or (first > 0 and value > EXPLOSION_FACTOR * first):
+    if is_divergent(value, first):  # the rule of every loop, kernels.cpu.is_divergent
         if first_thread:
             stop_epoch[0] = epoch  # later launches compare epoch against this and return
         return
