@@ -15,8 +15,22 @@ import numpy as np
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+class ComplexDataError(TypeError, ValueError):
+    """Complex numbers were given: not a dtype the kernels take (TypeError), nor values a least-squares fit of
+    real numbers can use (ValueError, as scikit-learn raises it)."""
+
+
+def is_sparse(value: Any) -> bool:
+    """A scipy.sparse matrix or array (without importing scipy)."""
+    return type(value).__module__.startswith("scipy.sparse") and hasattr(value, "nnz")
+
+
 def as_float_array(value: Any, name: str) -> np.ndarray:
     """``value`` as a float32/float64 ndarray without copying when it already is one."""
+    if is_sparse(value):
+        raise TypeError(f"{name} is a sparse matrix ({type(value).__name__}): sparse input is not supported yet, and "
+                        "linreg never densifies it silently; if it fits in memory as a dense array, pass "
+                        f"{name}.toarray()")
     if hasattr(value, "__cuda_array_interface__") and not isinstance(value, np.ndarray):
         raise TypeError(f"{name} is a GPU array ({type(value).__name__}); this backend needs host data")
     try:
@@ -32,12 +46,16 @@ def as_float_array(value: Any, name: str) -> np.ndarray:
         if array.dtype.itemsize < 4:  # float16: widen, nothing is lost
             return array.astype(np.float32)
         raise TypeError(f"{name} must be float32 or float64 (or integer), got {array.dtype}")
+    if kind == "c":
+        raise ComplexDataError(f"{name} must hold real numbers (integer or float dtype), got dtype {array.dtype}: "
+                               "Complex data not supported")
+    reason = ""
     if kind == "O":
         try:
             return as_float_array(array.astype(np.float64), name)
-        except (TypeError, ValueError):
-            pass
-    raise TypeError(f"{name} must hold numbers (integer or float dtype), got dtype {array.dtype}")
+        except (TypeError, ValueError) as error:
+            reason = f" ({error})"
+    raise TypeError(f"{name} must hold numbers (integer or float dtype), got dtype {array.dtype}{reason}")
 
 
 def check_finite(array: np.ndarray, name: str) -> None:
@@ -46,32 +64,52 @@ def check_finite(array: np.ndarray, name: str) -> None:
         where = tuple(int(i) for i in np.argwhere(~np.isfinite(array))[0])
         value = array[where]
         position = f"row {where[0]}" + (f", column {where[1]}" if len(where) > 1 else "")
-        raise ValueError(f"{name} contains {value} at {position}; remove or impute non-finite values")
+        raise ValueError(f"{name} contains {value} at {position}; remove or impute non-finite values (NaN or inf)")
+
+
+def check_X_shape(shape: tuple[int, ...], name: str = "X") -> None:
+    """X must be 2-D with at least one sample and one feature (host or device arrays alike)."""
+    if len(shape) != 2:
+        hint = (". Reshape your data: X.reshape(-1, 1) if it has a single feature, X.reshape(1, -1) if it is a "
+                "single sample") if len(shape) == 1 else ""
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {shape}{hint}")
+    if shape[0] < 1:
+        raise ValueError(f"{name} is empty: 0 sample(s) (shape={shape}) while a minimum of 1 is required.")
+    if shape[1] < 1:
+        raise ValueError(f"{name} has no features: 0 feature(s) (shape={shape}) while a minimum of 1 is required.")
+
+
+def check_y_shape(shape: tuple[int, ...], X_shape: tuple[int, ...]) -> None:
+    """y must be 1-D or 2-D with X's rows and at least one output (host or device arrays alike)."""
+    if len(shape) not in (1, 2):
+        raise ValueError(f"y must be 1-D (n_samples,) or 2-D (n_samples, n_outputs), got shape {shape}")
+    if shape[0] != X_shape[0]:
+        raise ValueError(f"X and y must have the same number of samples, got X {X_shape} and y {shape}")
+    if len(shape) == 2 and shape[1] < 1:
+        raise ValueError(f"y has no outputs: need at least 1 column, got shape {shape}")
+
+
+def check_weight_total(total: float) -> None:
+    """Sample weights that are all zero carry no information."""
+    if not total > 0:
+        raise ValueError("sample_weight sums to 0 (every sample weight is zero): at least one sample must have a "
+                         "positive weight")
 
 
 def check_X(X: Any, *, name: str = "X") -> np.ndarray:
     array = as_float_array(X, name)
-    if array.ndim != 2:
-        hint = " (use X.reshape(-1, 1) for a single feature)" if array.ndim == 1 else ""
-        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {array.shape}{hint}")
-    if array.shape[0] < 1:
-        raise ValueError(f"{name} is empty: need at least 1 sample, got shape {array.shape}")
-    if array.shape[1] < 1:
-        raise ValueError(f"{name} has no features: need at least 1 column, got shape {array.shape}")
+    check_X_shape(array.shape, name)
     check_finite(array, name)
     return array
 
 
 def check_X_y(X: Any, y: Any) -> tuple[np.ndarray, np.ndarray, bool]:
     """Validated (X, Y2d, y_was_1d): X and Y in one float dtype (float64 if either is), C-contiguous."""
+    if y is None:
+        raise ValueError("LinearRegressor requires y to be passed, but the target y is None")
     X = check_X(X)
     y = as_float_array(y, "y")
-    if y.ndim not in (1, 2):
-        raise ValueError(f"y must be 1-D (n_samples,) or 2-D (n_samples, n_outputs), got shape {y.shape}")
-    if y.shape[0] != X.shape[0]:
-        raise ValueError(f"X and y must have the same number of samples, got X {X.shape} and y {y.shape}")
-    if y.ndim == 2 and y.shape[1] < 1:
-        raise ValueError(f"y has no outputs: need at least 1 column, got shape {y.shape}")
+    check_y_shape(y.shape, X.shape)
     check_finite(y, "y")
     dtype = np.promote_types(X.dtype, y.dtype)
     Y = y.reshape(-1, 1) if y.ndim == 1 else y
@@ -107,8 +145,7 @@ def check_sample_weight(sample_weight: Any, n_samples: int) -> np.ndarray | None
     if (weights < 0).any():
         first = int(np.argmax(weights < 0))
         raise ValueError(f"sample_weight must be non-negative, got {weights[first]} at row {first}")
-    if not weights.sum() > 0:
-        raise ValueError("sample_weight sums to 0: at least one sample must have a positive weight")
+    check_weight_total(weights.sum())
     return np.ascontiguousarray(weights, dtype=np.float64)
 
 

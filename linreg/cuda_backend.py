@@ -108,14 +108,7 @@ def check_device_X(X: Any, *, name: str = "X"):
     """``_validation.check_X`` for GPU data: a 2-D, non-empty, finite float device array, without a host copy."""
     cuda_kernels = require_cuda()
     device = _device_view(X, name, cuda_kernels)
-    shape = tuple(device.shape)
-    if device.ndim != 2:
-        hint = " (use X.reshape(-1, 1) for a single feature)" if device.ndim == 1 else ""
-        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {shape}{hint}")
-    if shape[0] < 1:
-        raise ValueError(f"{name} is empty: need at least 1 sample, got shape {shape}")
-    if shape[1] < 1:
-        raise ValueError(f"{name} has no features: need at least 1 column, got shape {shape}")
+    check.check_X_shape(tuple(device.shape), name)
     dtype = _float_dtype(device.dtype, name)
     if dtype != device.dtype:
         device = cuda_kernels.cast(device, dtype)  # integer or float16 data: converted on the device
@@ -134,12 +127,7 @@ def check_device_X_y(X: Any, y: Any):
     X_device = check_device_X(X)
     y_device = _device_view(y, "y", cuda_kernels)
     shape = tuple(y_device.shape)
-    if y_device.ndim not in (1, 2):
-        raise ValueError(f"y must be 1-D (n_samples,) or 2-D (n_samples, n_outputs), got shape {shape}")
-    if shape[0] != X_device.shape[0]:
-        raise ValueError(f"X and y must have the same number of samples, got X {tuple(X_device.shape)} and y {shape}")
-    if y_device.ndim == 2 and shape[1] < 1:
-        raise ValueError(f"y has no outputs: need at least 1 column, got shape {shape}")
+    check.check_y_shape(shape, tuple(X_device.shape))
     dtype = np.promote_types(X_device.dtype, _float_dtype(y_device.dtype, "y"))
     if y_device.ndim == 1:
         contiguous = y_device.strides[0] == y_device.dtype.itemsize

@@ -458,20 +458,22 @@ def partial_fit(spec: Spec, params: dict[str, Any], source: InMemory, session: P
 
     check_partial_fit(spec, params)
     n_features, n_outputs = source.n_features, source.n_outputs
+    expected = current.coef.shape if session is None and current is not None else (
+        session.state.W.shape if session is not None else None)
+    if expected is not None and expected[1] != n_features:
+        raise ValueError(f"X has {n_features} features, but LinearRegressor is expecting {expected[1]} features as "
+                         "input (partial_fit continues the earlier calls or fit)")
+    if expected is not None and expected[0] != n_outputs:
+        raise ValueError(f"y has {n_outputs} outputs, but LinearRegressor was fitted with {expected[0]} "
+                         "(partial_fit continues the earlier calls or fit)")
     if session is None:
         if current is not None:  # after fit (or load): continue from its parameters, as scikit-learn
-            if current.coef.shape != (n_outputs, n_features):
-                raise ValueError(f"partial_fit: X and y give shape {(n_outputs, n_features)}, the fitted "
-                                 f"coef_ {current.coef.shape}")
             W0, b0 = current.coef, current.intercept
         else:
             W0, b0 = initial_params(params, n_features, n_outputs, source.dtype, None)
         state = EngineState(W0.astype(np.float64), b0.astype(np.float64), np.zeros(n_features), np.ones(n_features),
                             False)
         session = PartialSession(state, new_seed(params), [])
-    elif session.state.W.shape != (n_outputs, n_features):
-        raise ValueError(f"partial_fit: X and y give shape {(n_outputs, n_features)}, earlier calls "
-                         f"{session.state.W.shape}")
     # One epoch per call; the cosine period stays the configured one (t_max, else epochs).
     single = dataclasses.replace(spec, tol=None, early_stopping=False, epochs=1, t_max=spec.t_max or spec.epochs)
     run = EngineRun(source.X, source.Y, single, session.state, float(spec.lr), 1, weights=source.weights,

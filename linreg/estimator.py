@@ -20,7 +20,28 @@ from linreg.options import Spec
 
 
 class NotFittedError(ValueError, AttributeError):
-    """The estimator was used before ``fit``."""
+    """The estimator was used before ``fit``.
+
+    Raised as a subclass that is also scikit-learn's ``sklearn.exceptions.NotFittedError``
+    when scikit-learn is installed (imported only then: it costs 0.7 s), so code
+    written for either library catches it.
+    """
+
+
+def _not_fitted_error(message: str) -> NotFittedError:
+    global _SKLEARN_NOT_FITTED
+    if _SKLEARN_NOT_FITTED is None:
+        try:
+            from sklearn.exceptions import NotFittedError as SklearnNotFittedError
+        except ImportError:
+            _SKLEARN_NOT_FITTED = NotFittedError
+        else:
+            _SKLEARN_NOT_FITTED = type("NotFittedError", (NotFittedError, SklearnNotFittedError),
+                                       {"__module__": __name__, "__doc__": NotFittedError.__doc__})
+    return _SKLEARN_NOT_FITTED(message)
+
+
+_SKLEARN_NOT_FITTED: type | None = None
 
 
 class LinearRegressor:
@@ -190,8 +211,8 @@ class LinearRegressor:
     # -- using the fit ------------------------------------------------------------------------
     def _check_fitted(self) -> None:
         if not hasattr(self, "coef_"):
-            raise NotFittedError("This LinearRegressor instance is not fitted yet. Call 'fit' with appropriate "
-                                 "arguments before using this estimator.")
+            raise _not_fitted_error("This LinearRegressor instance is not fitted yet. Call 'fit' with appropriate "
+                                    "arguments before using this estimator.")
 
     def predict(self, X: Any) -> np.ndarray:
         """Predictions ``X @ coef_.T + intercept_``: 1-D if fitted on a 1-D y."""

@@ -798,8 +798,7 @@ def _check_weights(data: Dataset, lo: int, hi: int, team: Collective) -> None:
             raise ValueError(f"sample_weight must be finite and non-negative, got {weights[first, 0]} at row "
                              f"{start + first}")
         total += float(weights.sum())
-    if not team.sum(np.array([total]), "the sample weight total")[0] > 0:
-        raise ValueError("sample_weight sums to 0: at least one sample must have a positive weight")
+    check.check_weight_total(team.sum(np.array([total]), "the sample weight total")[0])
 
 
 def _check_parameters_agree(team: Collective, parameters: tuple[np.ndarray, np.ndarray]) -> None:
