@@ -9,6 +9,9 @@ import numpy as np
 #: Seed 000's true coefficients and bias.
 SEED_COEF = (2.0, 8.0, 1.0, 3.0, 6.0)
 SEED_BIAS = 4.0
+#: Seed 000's training settings: ``LinearRegressor(**SEED_000_SETTINGS)`` reproduces the notebook's loop
+#: (500 epochs of full-batch gradient descent at lr 1e-5 from weights of ones, raw features).
+SEED_000_SETTINGS = {"epochs": 500, "lr": 1e-5, "init": "ones", "standardize": False}
 
 
 def seed_linear(n_samples: int = 5000, n_features: int = 5, coef: Sequence[float] = SEED_COEF,

@@ -187,9 +187,16 @@ def fit(spec: Spec, params: dict[str, Any], source, *, one_output: bool, feature
 
     unsupported = spec.non_plain_options() + (["sample_weight"] if weights is not None else [])
     statistics = None
-    if not unsupported and not source.streams:  # the seeds' plain loop, on any backend
-        run = backend.start_gd(source.X, source.Y, W0, b0, float(spec.lr), spec.epochs)
-        lr = float(spec.lr)
+    # The other backends run the seeds' plain loop; lr="auto" is only its step, found by a host Gram pass.
+    auto_step_only = (backend.name != "cpu" and unsupported == ["lr='auto'"] and isinstance(source.X, np.ndarray))
+    if (not unsupported or auto_step_only) and not source.streams:  # the seeds' plain loop, on any backend
+        lr = spec.lr
+        if auto_step_only:
+            stats = source.statistics(None, gram=True, moments=False)
+            statistics = dataclasses.replace(stats, n_samples=source.n_samples, weighted=False)
+            lr = training.auto_lr(spec, stats.G, stats.weight_total, n_outputs)
+        lr = float(lr)
+        run = backend.start_gd(source.X, source.Y, W0, b0, lr, spec.epochs)
     elif backend.name != "cpu":
         raise ValueError(f"backend={backend.name!r} runs plain full-batch gradient descent only (the seeds' "
                          f"loop); these options need backend='cpu': {', '.join(unsupported)}")
@@ -439,11 +446,16 @@ class PartialSession:
     state: Any
     seed: int
     history: list
+    lr: float = 0.0
 
 
 def check_partial_fit(spec: Spec, params: dict[str, Any]) -> None:
-    """The options partial_fit cannot honour, as errors (before the data is looked at)."""
-    if spec.standardize or spec.lr == "auto" or spec.solver != "gd":
+    """The options partial_fit cannot honour, as errors (before the data is looked at).
+
+    The defaults are partial_fit's own: ``standardize=None`` is False (one batch cannot give the data's
+    moments) and ``lr=None`` is ``1/L`` of the first batch's curvature, kept for the later calls.
+    """
+    if params["standardize"] or params["lr"] == "auto" or spec.solver != "gd":
         raise ValueError("partial_fit needs solver='gd', standardize=False and a numeric lr: standardisation, "
                          "lr='auto' and the normal/gram solvers need the whole data set, use fit")
     if params["backend"] != "cpu":
@@ -473,20 +485,25 @@ def partial_fit(spec: Spec, params: dict[str, Any], source: InMemory, session: P
             W0, b0 = initial_params(params, n_features, n_outputs, source.dtype, None)
         state = EngineState(W0.astype(np.float64), b0.astype(np.float64), np.zeros(n_features), np.ones(n_features),
                             False)
-        session = PartialSession(state, new_seed(params), [])
+        lr = spec.lr
+        if params["lr"] is None and lr == "auto":  # the default step: the first batch's curvature
+            stats = source.statistics(None, gram=True, moments=False)
+            lr = training.auto_lr(spec, stats.G, stats.weight_total, n_outputs)
+        session = PartialSession(state, new_seed(params), [], float(lr))
     # One epoch per call; the cosine period stays the configured one (t_max, else epochs).
-    single = dataclasses.replace(spec, tol=None, early_stopping=False, epochs=1, t_max=spec.t_max or spec.epochs)
-    run = EngineRun(source.X, source.Y, single, session.state, float(spec.lr), 1, weights=source.weights,
+    single = dataclasses.replace(spec, tol=None, early_stopping=False, epochs=1, t_max=spec.t_max or spec.epochs,
+                                 lr=session.lr, standardize=False)
+    run = EngineRun(source.X, source.Y, single, session.state, session.lr, 1, weights=source.weights,
                     seed=session.seed)
     session.state.counters[codes.K_STOP] = codes.RUNNING  # no stopping rule in partial_fit
     run.advance(1)
     W, b, history = run.result()
     session.history.extend(history[: run.n_done].tolist())
     stop = codes.STOP_DIVERGED if run.diverged else codes.RUNNING
-    state = _fitted(W, b, np.asarray(session.history), len(session.history), stop, float(spec.lr), params=params,
+    state = _fitted(W, b, np.asarray(session.history), len(session.history), stop, session.lr, params=params,
                     one_output=one_output, feature_names=feature_names, dtype=source.dtype, backend="cpu")
     error = None
     if run.diverged:
-        error = DivergenceError(f"loss became non-finite in partial_fit with lr={spec.lr:g}; "
+        error = DivergenceError(f"loss became non-finite in partial_fit with lr={session.lr:g}; "
                                 "try a smaller lr or standardised features")
     return Outcome(state, error, run), session

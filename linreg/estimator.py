@@ -47,8 +47,10 @@ _SKLEARN_NOT_FITTED: type | None = None
 class LinearRegressor:
     """Linear regression ``y = X @ coef_.T + intercept_`` trained on hand-written Numba kernels.
 
-    The defaults are seed 000's: 500 epochs of full-batch gradient descent at
-    lr 1e-5 from weights of ones. The objective is the mean squared error (the
+    The defaults fit any finite data: 500 epochs of full-batch gradient descent with
+    the curvature-scaled step (lr="auto") on standardised features
+    (``linreg.options.resolve_defaults``). Seed 000's settings are
+    ``LinearRegressor(epochs=500, lr=1e-5, init="ones")``. The objective is the mean squared error (the
     seeds' ``mse``) plus ``alpha * R(W)`` for a penalty; see ``linreg.training``.
 
     Parameters are keyword-only; each is declared once in ``linreg.options.OPTIONS``

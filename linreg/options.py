@@ -77,7 +77,9 @@ def _choice(choices: tuple):
     return lambda value, name: check.check_choice(value, name, choices)
 
 
-def _lr(value: Any, name: str) -> float | str:
+def _lr(value: Any, name: str) -> float | str | None:
+    if value is None:
+        return None  # resolved in make_spec
     if isinstance(value, str):
         if value != "auto":
             raise ValueError(f"{name} must be a positive number or 'auto', got {value!r}")
@@ -183,12 +185,15 @@ def _value(parse=float, help="", metavar=None) -> Flag:
 OPTIONS: tuple[Option, ...] = (
     Option("epochs", 500, _positive_int, "int (500)", "passes over the data (seed 000's 500)",
            _value(parse_positive_int, "passes over the data"), resumable=True),
-    Option("lr", 1e-5, _lr, 'float (1e-5) or `"auto"`',
+    Option("lr", None, _lr, 'float, `"auto"` or None (None)',
+           'None: `"auto"` with `standardize` (optimizer `"sgd"`), torch\'s 1e-3 for Adam/AdamW, and in '
+           "`partial_fit` `1/L` of the first batch's curvature (the seeds use lr=1e-5). "
            '`"auto"`: `1/L`, `L` the largest eigenvalue of the objective\'s Hessian '
            "`2/(n_outputs sum s) [X 1]^T S [X 1]` (+ alpha's L2 part), computed in closed form from one Gram pass. "
            "A step of `1/L` shrinks every eigen-direction of a quadratic (the factor `1 - lr*lambda` stays in "
            "`[0, 1)`), so full-batch GD cannot diverge. Needs `optimizer=\"sgd\"`.",
-           _value(_text_lr, "learning rate, or 'auto' (1/L from the loss curvature)")),
+           _value(_text_lr, "learning rate, or 'auto' (1/L from the loss curvature); default: auto, on "
+                            "standardised features")),
     Option("solver", "gd", _choice(SOLVERS), '`"gd"`, `"normal"`, `"gram"`',
            '`"normal"`: `numpy.linalg.lstsq` / `Ridge` (the Gram matrix, `X^T Y` and column sums accumulated by '
            "one kernel pass, Jacobi-scaled, then a small solve; `IllConditionedWarning` on a singular (minimum-norm "
@@ -248,10 +253,13 @@ OPTIONS: tuple[Option, ...] = (
            Flag("switch", help="stop on a held-out validation loss")),
     Option("validation_fraction", 0.1, _real(0.0, 1.0, low_open=True, high_open=True), "float (0.1)",
            "the held-out share of `early_stopping`", _value()),
-    Option("standardize", False, _flag, "bool (False)",
-           "fit on `(X - mean) / std` (weighted, training rows), report `coef_`/`intercept_` in original units. "
+    Option("standardize", None, _optional(_flag), "bool or None (None)",
+           "None: True when `lr` is left to its default (the curvature-scaled step on standardised features) "
+           "with an iterative solver, else False. True: fit on `(X - mean) / std` (weighted, training rows), "
+           "report `coef_`/`intercept_` in original units. "
            "Implemented as a reparametrisation around the kernel, X is not copied. Constant columns are left "
-           "unscaled.", Flag("switch", help="fit on standardised features (coef in original units)")),
+           "unscaled.", Flag("switch", help="fit on standardised features (coef in original units); the default "
+                                            "when --lr is not given")),
     Option("init", "ones", _init, '`"ones"`, `"zeros"`, `"randn"`, `(W, b)`',
            "seed 000's ones; seed 003's standard normal (from `numpy.random.default_rng(random_state)`)",
            Flag("choice", help="initial parameters (ones: seed 000)"), training=False, choices=INITS),
@@ -313,11 +321,28 @@ def check_params(params: dict[str, Any]) -> dict[str, Any]:
 def make_spec(params: dict[str, Any]) -> Spec:
     """The training options of ``params`` (all of ``OPTIONS``' names), validated, as a ``Spec``."""
     values = check_params(params)
+    resolve_defaults(values)
     if values["weight_decay"] is None:
         values["weight_decay"] = DEFAULT_WEIGHT_DECAY[values["optimizer"]]
     spec = Spec(**{option.name: values[option.name] for option in OPTIONS if option.training})
     _check_combinations(spec)
     return spec
+
+
+def resolve_defaults(values: dict[str, Any]) -> None:
+    """The defaults that depend on other options (checked ``values``, changed in place).
+
+    ``lr=None``: the curvature-scaled step ``"auto"`` for SGD (on standardised features unless
+    ``standardize`` is given), torch's 1e-3 for Adam/AdamW. ``standardize=None``: True exactly then,
+    for an iterative solver. These make ``LinearRegressor().fit(X, y)`` reach the least-squares optimum
+    on any finite data, whatever the features' scales and offsets; the seeds' settings stay one explicit
+    call away (``epochs=500, lr=1e-5, init="ones"``).
+    """
+    default_step = values["lr"] is None
+    if default_step:
+        values["lr"] = "auto" if values["optimizer"] == "sgd" else 1e-3
+    if values["standardize"] is None:  # the torch and cuda backends run raw features only
+        values["standardize"] = default_step and values["solver"] != "normal" and values["backend"] == "cpu"
 
 
 def _check_combinations(spec: Spec) -> None:
@@ -364,8 +389,8 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         spelling = "--" + option.name.replace("_", "-")
         default_note = f"default {'none' if option.default is None else option.default}"
         help_text = f"{flag.help}; {default_note}" if flag.help else default_note
-        if flag.kind == "switch":
-            group.add_argument(spelling, action="store_true", help=flag.help or None)
+        if flag.kind == "switch":  # absent: the option's default (None means "decided by the other options")
+            group.add_argument(spelling, action="store_true", default=option.default, help=flag.help or None)
         elif flag.kind == "negated":
             group.add_argument("--no-" + option.name.replace("_", "-"), dest=option.name, action="store_false",
                                help=flag.help or None)

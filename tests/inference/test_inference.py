@@ -221,7 +221,7 @@ def test_seed_000_default_fit_is_refused():
 
     X, y = datasets.seed_linear(random_state=0)
     with pytest.raises(inference.NotConvergedError, match="not the least-squares optimum"):
-        LinearRegressor(epochs=20).fit(X, y).inference(X, y)
+        LinearRegressor(epochs=20, lr=1e-5).fit(X, y).inference(X, y)
 
 
 @pytest.mark.parametrize("options, message", [

@@ -23,7 +23,7 @@ SEED_003_LOSSES = [  # "Epochs : i , Loss : ..." after one earlier update
 def test_seed_000_history_equals_the_seed_loop(dtype):
     X, y = linreg.datasets.seed_linear(random_state=0)
     X, y = X.astype(dtype), y.astype(dtype)
-    model = linreg.LinearRegressor().fit(X, y)  # seed 000's defaults: 500 epochs, lr 1e-5, ones
+    model = linreg.LinearRegressor(**linreg.datasets.SEED_000_SETTINGS).fit(X, y)  # 500 epochs, lr 1e-5, ones
     W, b, history = oracle.seed_loop(X, y, np.ones(5, dtype), np.ones(1, dtype), lr=1e-5, epochs=500)
     assert model.n_iter_ == 500 and model.loss_history_.shape == (500,)
     assert_close(model.loss_history_, history, dtype, "trajectory", "loss history")
@@ -34,7 +34,7 @@ def test_seed_000_history_equals_the_seed_loop(dtype):
 def test_seed_000_result_like_the_notebook():
     """Weights within 0.02 of the truth after 500 epochs; the bias stalls near 1, as in the notebook."""
     X, y = linreg.datasets.seed_linear(random_state=0)
-    model = linreg.LinearRegressor().fit(X, y)
+    model = linreg.LinearRegressor(**linreg.datasets.SEED_000_SETTINGS).fit(X, y)
     np.testing.assert_allclose(model.coef_, [2, 8, 1, 3, 6], atol=0.02)
     assert 1.0 < model.intercept_ < 1.1  # notebook: 1.0546; the seed's bias never converges
 
@@ -43,7 +43,7 @@ def test_seed_000_result_like_the_notebook():
 def test_seed_003_history_equals_the_seed_loop(dtype):
     X, Y = linreg.datasets.crops()
     X, Y = X.astype(dtype), Y.astype(dtype)
-    model = linreg.LinearRegressor(epochs=21, init=(SEED_003_W, SEED_003_B)).fit(X, Y)
+    model = linreg.LinearRegressor(epochs=21, lr=1e-5, init=(SEED_003_W, SEED_003_B)).fit(X, Y)
     W, b, history = oracle.seed_loop(X, Y, SEED_003_W.astype(dtype), SEED_003_B.astype(dtype), lr=1e-5, epochs=21)
     assert_close(model.loss_history_, history, dtype, "trajectory", "loss history")
     assert_close(model.coef_, W, dtype, "trajectory", "coef_")
@@ -59,7 +59,7 @@ def test_seed_003_printed_losses():
     moves by up to ~2e-4 relative; 5e-4 bounds it.
     """
     X, Y = linreg.datasets.crops()
-    model = linreg.LinearRegressor(epochs=21, init=(SEED_003_W, SEED_003_B)).fit(X, Y)
+    model = linreg.LinearRegressor(epochs=21, lr=1e-5, init=(SEED_003_W, SEED_003_B)).fit(X, Y)
     np.testing.assert_allclose(model.loss_history_[0], SEED_003_FIRST_LOSS, rtol=5e-4)
     np.testing.assert_allclose(model.loss_history_[1:], SEED_003_LOSSES, rtol=5e-4)
 
