@@ -37,7 +37,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from kernels import cpu
+from kernels import cpu, cpu_gram
 
 # Optimiser, penalty and stop codes shared with linreg.training.
 SGD, ADAM, ADAMW = 0, 1, 2
@@ -155,75 +155,13 @@ def _gather_loss_grad(X, Y, W, b, rows, weights, start, stop, dW, db, parallel, 
     return cpu._combine(dW, db, dW_parts, db_parts, loss_parts, n_chunks, n_outputs * weight_total), weight_total
 
 
-@njit(cache=True, fastmath=_FASTMATH)
-def _gram_rows(X, Y, rows, weights, start, stop, G, C, yy):
-    n_features = X.shape[1]
-    n_outputs = Y.shape[1]
-    G[:] = 0.0
-    C[:] = 0.0
-    yy[:] = 0.0
-    for p in range(start, stop):
-        i = rows[p] if rows.shape[0] > 0 else p
-        s = weights[i] if weights.shape[0] > 0 else 1.0
-        for f in range(n_features):
-            sx = s * np.float64(X[i, f])
-            for g in range(f, n_features):
-                G[f, g] += sx * np.float64(X[i, g])
-            G[f, n_features] += sx
-            for o in range(n_outputs):
-                C[f, o] += sx * np.float64(Y[i, o])
-        G[n_features, n_features] += s
-        for o in range(n_outputs):
-            y = np.float64(Y[i, o])
-            C[n_features, o] += s * y
-            yy[o] += s * y * y
-
-
-@njit(parallel=True, cache=True)
-def _gram(X, Y, rows, weights, n_rows, parallel, chunk_rows, n_chunks, G_parts, C_parts, yy_parts, G, C, yy):
-    """G = A^T S A, C = A^T S Y, yy = diag(Y^T S Y) for A = [X 1] over the first n_rows positions."""
-    if parallel:
-        for c in prange(n_chunks):
-            lo = c * chunk_rows
-            _gram_rows(X, Y, rows, weights, lo, min(lo + chunk_rows, n_rows), G_parts[c], C_parts[c], yy_parts[c])
-    else:
-        for c in range(n_chunks):
-            lo = c * chunk_rows
-            _gram_rows(X, Y, rows, weights, lo, min(lo + chunk_rows, n_rows), G_parts[c], C_parts[c], yy_parts[c])
-    size = G.shape[0]
-    for f in range(size):
-        for g in range(f, size):
-            acc = 0.0
-            for c in range(n_chunks):
-                acc += G_parts[c, f, g]
-            G[f, g] = acc
-            G[g, f] = acc
-        for o in range(C.shape[1]):
-            acc = 0.0
-            for c in range(n_chunks):
-                acc += C_parts[c, f, o]
-            C[f, o] = acc
-    for o in range(yy.shape[0]):
-        acc = 0.0
-        for c in range(n_chunks):
-            acc += yy_parts[c, o]
-        yy[o] = acc
-
-
 def gram(X: np.ndarray, Y: np.ndarray, rows: np.ndarray | None = None,
          weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Gram statistics ``(G, C, yy)`` of ``A = [X 1]`` in one pass (float64), see the module doc."""
-    rows = np.empty(0, np.int64) if rows is None else rows
-    weights = np.empty(0, np.float64) if weights is None else weights
-    n_rows = rows.shape[0] if rows.shape[0] else X.shape[0]
-    n_features, n_outputs = X.shape[1], Y.shape[1]
-    chunk_rows, n_chunks = cpu.chunking(n_rows)
-    parallel = n_rows * (n_features + 1) * (n_features + 2 + n_outputs) // 2 >= cpu.PARALLEL_MIN_WORK
-    size = n_features + 1
-    G, C, yy = np.empty((size, size)), np.empty((size, n_outputs)), np.empty(n_outputs)
-    _gram(X, Y, rows, weights, n_rows, parallel, chunk_rows, n_chunks, np.zeros((n_chunks, size, size)),
-          np.zeros((n_chunks, size, n_outputs)), np.zeros((n_chunks, n_outputs)), G, C, yy)
-    return G, C, yy
+    """Gram statistics ``(G, C, yy)`` of ``A = [X 1]`` in one pass (float64), see the module doc.
+
+    The kernel is ``kernels.cpu_gram`` (blocked float64 tiles of [X 1 Y]^T S [X 1 Y]).
+    """
+    return cpu_gram.gram(X, Y, rows, weights)
 
 
 @njit(cache=True)

@@ -49,7 +49,7 @@ def check_finite(array: np.ndarray, name: str) -> None:
         raise ValueError(f"{name} contains {value} at {position}; remove or impute non-finite values")
 
 
-def check_X(X: Any, *, name: str = "X") -> np.ndarray:
+def check_X(X: Any, *, name: str = "X", finite: bool = True) -> np.ndarray:
     array = as_float_array(X, name)
     if array.ndim != 2:
         hint = " (use X.reshape(-1, 1) for a single feature)" if array.ndim == 1 else ""
@@ -58,13 +58,19 @@ def check_X(X: Any, *, name: str = "X") -> np.ndarray:
         raise ValueError(f"{name} is empty: need at least 1 sample, got shape {array.shape}")
     if array.shape[1] < 1:
         raise ValueError(f"{name} has no features: need at least 1 column, got shape {array.shape}")
-    check_finite(array, name)
+    if finite:
+        check_finite(array, name)
     return array
 
 
-def check_X_y(X: Any, y: Any) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Validated (X, Y2d, y_was_1d): X and Y in one float dtype (float64 if either is), C-contiguous."""
-    X = check_X(X)
+def check_X_y(X: Any, y: Any, *, finite: bool = True) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Validated (X, Y2d, y_was_1d): X and Y in one float dtype (float64 if either is), C-contiguous.
+
+    ``finite=False`` skips the scan for NaN/Inf (a full pass over X): for callers whose own
+    pass over the data propagates non-finite values into a small result (the Gram
+    statistics) and that call ``check_X_y_finite`` only when that result is not finite.
+    """
+    X = check_X(X, finite=finite)
     y = as_float_array(y, "y")
     if y.ndim not in (1, 2):
         raise ValueError(f"y must be 1-D (n_samples,) or 2-D (n_samples, n_outputs), got shape {y.shape}")
@@ -72,10 +78,17 @@ def check_X_y(X: Any, y: Any) -> tuple[np.ndarray, np.ndarray, bool]:
         raise ValueError(f"X and y must have the same number of samples, got X {X.shape} and y {y.shape}")
     if y.ndim == 2 and y.shape[1] < 1:
         raise ValueError(f"y has no outputs: need at least 1 column, got shape {y.shape}")
-    check_finite(y, "y")
+    if finite:
+        check_finite(y, "y")
     dtype = np.promote_types(X.dtype, y.dtype)
     Y = y.reshape(-1, 1) if y.ndim == 1 else y
     return np.ascontiguousarray(X, dtype=dtype), np.ascontiguousarray(Y, dtype=dtype), y.ndim == 1
+
+
+def check_X_y_finite(X: np.ndarray, Y: np.ndarray, y_was_1d: bool) -> None:
+    """The finiteness checks ``check_X_y(finite=False)`` skipped, with the same errors (X first, then y)."""
+    check_finite(X, "X")
+    check_finite(Y[:, 0] if y_was_1d else Y, "y")
 
 
 def check_positive(value: Any, name: str, *, integer: bool = False) -> Any:

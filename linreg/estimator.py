@@ -205,7 +205,8 @@ class LinearRegressor:
         check.check_finite(b.reshape(n_outputs), "init b")
         return W.reshape(shape).astype(dtype, copy=True), b.reshape(n_outputs).astype(dtype, copy=True)
 
-    def _check_data(self, X: Any, y: Any, sample_weight: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    def _check_data(self, X: Any, y: Any, sample_weight: Any,
+                    finite: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         if self.backend == "cuda":
             from linreg import cuda_backend
 
@@ -220,7 +221,7 @@ class LinearRegressor:
                 X2, Y2 = cuda_backend.check_device_X_y(X, y)
                 return X2, Y2, None
         names = _feature_names(X)
-        X2, Y2, self._y_was_1d = check.check_X_y(X, y)
+        X2, Y2, self._y_was_1d = check.check_X_y(X, y, finite=finite)
         weights = check.check_sample_weight(sample_weight, X2.shape[0])
         self._names_seen = names
         return X2, Y2, weights
@@ -255,7 +256,10 @@ class LinearRegressor:
                                  "np.memmap inputs (out of core) yet")
             return outofcore.fit(self, X, y, sample_weight)
         spec = self._spec()
-        X2, Y2, weights = self._check_data(X, y, sample_weight)
+        # The exact solver's Gram pass propagates NaN/Inf into its statistics: it checks them instead of a
+        # second pass over X (_fit_normal), and locates the first bad entry only then.
+        fused_check = spec.solver == "normal" and self.backend == "cpu"
+        X2, Y2, weights = self._check_data(X, y, sample_weight, finite=not fused_check)
         one_output = self._y_was_1d
         self.__dict__.pop("_partial_state", None)  # a later partial_fit continues from this fit's coef_
         n_samples, n_features = X2.shape
@@ -351,16 +355,21 @@ class LinearRegressor:
         return run, float(lr)
 
     def _fit_normal(self, spec: Spec, X, Y, weights, one_output: bool, backend) -> LinearRegressor:
-        from kernels import cpu_train
+        from kernels import cpu_gram, cpu_train
 
         n_features = X.shape[1]
-        G, C, yy = cpu_train.gram(X, Y, None, weights)
+        # Statistics of the data shifted near its mean (cpu_gram.centred_gram): the same W, and an exact
+        # solve even for features far from 0; the intercept is shifted back below.
+        G, C, yy, shift_x, shift_y = cpu_gram.centred_gram(X, Y, None, weights)
+        if not (np.isfinite(G).all() and np.isfinite(C).all() and np.isfinite(yy).all()):
+            check.check_X_y_finite(X, Y, one_output)  # names the first NaN/Inf (else: overflow, as before)
         if spec.standardize:
             mu, sigma = cpu_train.column_moments(X, None, weights)
             sigma = np.where(sigma > 0, sigma, 1.0)
         else:
             mu, sigma = np.zeros(n_features), np.ones(n_features)
-        W, b, objective = training.normal_solution(spec, G, C, yy, G[n_features, n_features], mu, sigma)
+        W, b, objective = training.normal_solution(spec, G, C, yy, G[n_features, n_features], mu - shift_x, sigma)
+        b = b + shift_y - W @ shift_x
         self._set_fitted(W.astype(X.dtype), b.astype(X.dtype), np.array([objective]), 1, "epochs", backend,
                          one_output, n_features, None, lr=None)
         return self

@@ -229,7 +229,8 @@ def solve_normal(spec: Spec, G: np.ndarray, C: np.ndarray, weight_total: float,
     """theta = [W b]^T minimising the objective exactly: (G + ridge) theta = C, ridge on the weights only.
 
     The system is scaled by its diagonal before solving (Jacobi equilibration),
-    which removes the ill-conditioning that comes only from feature scale.
+    which removes the ill-conditioning that comes only from feature scale, then
+    solved by Cholesky; singular systems get the minimum-norm lstsq solution.
     """
     n_features = G.shape[0] - 1
     system = G.copy()
@@ -250,8 +251,26 @@ def solve_normal(spec: Spec, G: np.ndarray, C: np.ndarray, weight_total: float,
             warnings.warn(f"the normal equations are ill-conditioned (condition number {condition:.3g} after "
                           f"scaling): expect to lose about {math.log10(condition):.0f} of 16 digits; consider "
                           "penalty='l2' with alpha > 0", IllConditionedWarning, stacklevel=4)
-        theta = np.linalg.solve(scaled, C / scale[:, None])
+        theta = _cholesky_solve(scaled, C / scale[:, None])
     return theta / scale[:, None]
+
+
+def _cholesky_solve(system: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """Solve the symmetric system by Cholesky (half the work of LU and no pivoting: it is positive
+    definite once scaled and regular); one that is not (rounding at the edge of singularity) falls
+    back to the minimum-norm least-squares solution."""
+    try:
+        lower = np.linalg.cholesky(system)
+    except np.linalg.LinAlgError:
+        return np.linalg.lstsq(system, rhs, rcond=None)[0]
+    n = lower.shape[0]
+    z = np.empty_like(rhs, dtype=np.float64)
+    for i in range(n):  # forward substitution: lower @ z = rhs
+        z[i] = (rhs[i] - lower[i, :i] @ z[:i]) / lower[i, i]
+    theta = np.empty_like(z)
+    for i in range(n - 1, -1, -1):  # back substitution: lower.T @ theta = z
+        theta[i] = (z[i] - lower[i + 1:, i] @ theta[i + 1:]) / lower[i, i]
+    return theta
 
 
 def normal_solution(spec: Spec, G: np.ndarray, C: np.ndarray, yy: np.ndarray, weight_total: float,
