@@ -37,7 +37,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from kernels import cpu, cpu_gram
+from kernels import cpu, cpu_gather, cpu_gram
 
 # Optimiser, penalty and stop codes shared with linreg.training.
 SGD, ADAM, ADAMW = 0, 1, 2
@@ -98,38 +98,13 @@ def epoch_order(seed: int, epoch: int, n_samples: int, rows: np.ndarray | None =
 # --------------------------------------------------------------------------- streaming kernels
 
 
-@njit(cache=True, fastmath=_FASTMATH)
-def _gather_rows(X, Y, W, b, rows, weights, start, stop, residual, dW_part, db_part):
-    """Weighted squared-residual sum and weight sum of positions [start, stop); R^T S X and R^T s into the parts."""
-    n_outputs, n_features = W.shape
-    for o in range(n_outputs):
-        db_part[o] = 0.0
-        for f in range(n_features):
-            dW_part[o, f] = 0.0
-    total = 0.0
-    weight_total = 0.0
-    for p in range(start, stop):
-        i = rows[p] if rows.shape[0] > 0 else p
-        s = weights[i] if weights.shape[0] > 0 else 1.0
-        weight_total += s
-        for o in range(n_outputs):
-            r = np.float64(b[o]) - np.float64(Y[i, o])
-            for f in range(n_features):
-                r += np.float64(X[i, f]) * np.float64(W[o, f])
-            total += s * r * r
-            residual[o] = s * r
-            db_part[o] += s * r
-        for o in range(n_outputs):
-            r = residual[o]
-            for f in range(n_features):
-                dW_part[o, f] += r * np.float64(X[i, f])
-    return total, weight_total
-
-
 @njit(parallel=True, cache=True)
 def _gather_loss_grad(X, Y, W, b, rows, weights, start, stop, dW, db, parallel, chunk_rows, n_chunks,
                       residuals, dW_parts, db_parts, loss_parts, weight_parts):
     """Loss of positions [start, stop) (weighted mean, see module doc); float64 dW, db. Returns (loss, sum s).
+
+    The rows are gathered a block at a time with the next rows of ``rows`` prefetched
+    (``kernels.cpu_gather``); ``residuals[c]`` is chunk c's scratch for that.
 
     A batch whose weights are all 0 returns (0, 0) and zero gradients: the training loop skips its step.
     """
@@ -137,13 +112,13 @@ def _gather_loss_grad(X, Y, W, b, rows, weights, start, stop, dW, db, parallel, 
     if parallel:
         for c in prange(n_chunks):
             lo = start + c * chunk_rows
-            loss_parts[c], weight_parts[c] = _gather_rows(X, Y, W, b, rows, weights, lo, min(lo + chunk_rows, stop),
-                                                          residuals[c], dW_parts[c], db_parts[c])
+            loss_parts[c], weight_parts[c] = cpu_gather._gather_block_rows(
+                X, Y, W, b, rows, weights, lo, min(lo + chunk_rows, stop), residuals[c], dW_parts[c], db_parts[c])
     else:
         for c in range(n_chunks):
             lo = start + c * chunk_rows
-            loss_parts[c], weight_parts[c] = _gather_rows(X, Y, W, b, rows, weights, lo, min(lo + chunk_rows, stop),
-                                                          residuals[c], dW_parts[c], db_parts[c])
+            loss_parts[c], weight_parts[c] = cpu_gather._gather_block_rows(
+                X, Y, W, b, rows, weights, lo, min(lo + chunk_rows, stop), residuals[c], dW_parts[c], db_parts[c])
     weight_total = 0.0
     for c in range(n_chunks):
         weight_total += weight_parts[c]
