@@ -359,7 +359,7 @@ class LinearRegressor:
 
         n_features = X.shape[1]
         # Statistics of the data shifted near its mean (cpu_gram.centred_gram): the same W, and an exact
-        # solve even for features far from 0; the intercept is shifted back below.
+        # solve even for features far from 0; normal_solution shifts the intercept back.
         G, C, yy, shift_x, shift_y = cpu_gram.centred_gram(X, Y, None, weights)
         if not (np.isfinite(G).all() and np.isfinite(C).all() and np.isfinite(yy).all()):
             check.check_X_y_finite(X, Y, one_output)  # names the first NaN/Inf (else: overflow, as before)
@@ -368,8 +368,8 @@ class LinearRegressor:
             sigma = np.where(sigma > 0, sigma, 1.0)
         else:
             mu, sigma = np.zeros(n_features), np.ones(n_features)
-        W, b, objective = training.normal_solution(spec, G, C, yy, G[n_features, n_features], mu - shift_x, sigma)
-        b = b + shift_y - W @ shift_x
+        W, b, objective = training.normal_solution(spec, G, C, yy, G[n_features, n_features], mu, sigma,
+                                                   shift_x, shift_y)
         self._set_fitted(W.astype(X.dtype), b.astype(X.dtype), np.array([objective]), 1, "epochs", backend,
                          one_output, n_features, None, lr=None)
         return self

@@ -274,17 +274,25 @@ def _cholesky_solve(system: np.ndarray, rhs: np.ndarray) -> np.ndarray:
 
 
 def normal_solution(spec: Spec, G: np.ndarray, C: np.ndarray, yy: np.ndarray, weight_total: float,
-                    mu: np.ndarray, sigma: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+                    mu: np.ndarray, sigma: np.ndarray, shift_x: np.ndarray | None = None,
+                    shift_y: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, float]:
     """The exact minimiser ``(W, b)`` in original units from the Gram statistics, and its objective.
 
     With ``spec.standardize`` the system is solved for the standardised features
     (``mu``, ``sigma``), so an L2 penalty applies to the standardised coefficients
     ``W * sigma``, as gradient descent with standardize=True does.
+
+    ``shift_x``, ``shift_y``: the statistics are those of ``[X - shift_x, 1]`` and
+    ``Y - shift_y`` (``kernels.cpu_gram.centred_gram``, accurate for data far from 0);
+    W is the same and the intercept is shifted back here.
     """
     n_features, n_outputs = G.shape[0] - 1, C.shape[1]
-    T = standardizing_map(mu, sigma) if spec.standardize else np.eye(n_features + 1)
+    shift_x = np.zeros(n_features) if shift_x is None else shift_x
+    shift_y = np.zeros(n_outputs) if shift_y is None else shift_y
+    T = standardizing_map(mu - shift_x, sigma) if spec.standardize else np.eye(n_features + 1)
     theta = T @ solve_normal(spec, T.T @ G @ T, T.T @ C, weight_total, n_outputs)
-    W, b = theta[:n_features].T, theta[n_features]
+    W, b = theta[:n_features].T, theta[n_features] + shift_y - theta[:n_features].T @ shift_x
+    # The residuals of the shifted problem at theta are those of the original one at (W, b).
     data_term = sum(theta[:, o] @ G @ theta[:, o] - 2 * theta[:, o] @ C[:, o] + yy[o] for o in range(n_outputs))
     objective = float(data_term / (n_outputs * weight_total))
     if spec.penalty == "l2":
