@@ -201,8 +201,9 @@ def _shift(X: np.ndarray, Y: np.ndarray, rows: np.ndarray) -> np.ndarray:
     first = rows[:BLOCK_ROWS] if rows.shape[0] else slice(0, BLOCK_ROWS)
     n_features = X.shape[1]
     shift = np.zeros(n_features + 1 + Y.shape[1])
-    shift[:n_features] = X[first].mean(axis=0, dtype=np.float64)
-    shift[n_features + 1:] = Y[first].mean(axis=0, dtype=np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN/Inf input: the caller's check of the result tells
+        shift[:n_features] = X[first].mean(axis=0, dtype=np.float64)
+        shift[n_features + 1:] = Y[first].mean(axis=0, dtype=np.float64)
     return shift
 
 
@@ -243,9 +244,10 @@ def uncentre(G: np.ndarray, C: np.ndarray, yy: np.ndarray, shift_x: np.ndarray,
     ux = G[n_features]  # 1^T S [X - c_x, 1]; its last entry is sum s
     uy = C[n_features]  # 1^T S (Y - c_y)
     weight_total = G[n_features, n_features]
-    G_raw = G + np.outer(cx, ux) + np.outer(ux, cx) + weight_total * np.outer(cx, cx)
-    C_raw = C + np.outer(cx, uy) + np.outer(ux, shift_y) + weight_total * np.outer(cx, shift_y)
-    yy_raw = yy + 2.0 * shift_y * uy + weight_total * shift_y * shift_y
+    with np.errstate(invalid="ignore", over="ignore"):  # non-finite statistics stay non-finite, silently
+        G_raw = G + np.outer(cx, ux) + np.outer(ux, cx) + weight_total * np.outer(cx, cx)
+        C_raw = C + np.outer(cx, uy) + np.outer(ux, shift_y) + weight_total * np.outer(cx, shift_y)
+        yy_raw = yy + 2.0 * shift_y * uy + weight_total * shift_y * shift_y
     return G_raw, C_raw, yy_raw
 
 

@@ -256,9 +256,9 @@ class LinearRegressor:
                                  "np.memmap inputs (out of core) yet")
             return outofcore.fit(self, X, y, sample_weight)
         spec = self._spec()
-        # The exact solver's Gram pass propagates NaN/Inf into its statistics: it checks them instead of a
-        # second pass over X (_fit_normal), and locates the first bad entry only then.
-        fused_check = spec.solver == "normal" and self.backend == "cpu"
+        # The Gram pass of the normal and gram solvers propagates NaN/Inf into its statistics: they check
+        # those instead of a second pass over X (_fit_normal, _start_engine), and locate the first bad entry only then.
+        fused_check = spec.solver in ("normal", "gram") and self.backend == "cpu"
         X2, Y2, weights = self._check_data(X, y, sample_weight, finite=not fused_check)
         one_output = self._y_was_1d
         self.__dict__.pop("_partial_state", None)  # a later partial_fit continues from this fit's coef_
@@ -346,6 +346,10 @@ class LinearRegressor:
                 if val_rows is not None:
                     Gv, Cv, yyv = cpu_train.gram(X, Y, val_rows, weights)
                     val_gram = (Gv, Cv, yyv, Gv[n_features, n_features])
+                # fit skipped the NaN/Inf scan for this solver: the statistics of every row tell instead.
+                statistics = (G, C, yy) + (val_gram[:3] if val_gram else ())
+                if not all(np.isfinite(s).all() for s in statistics):
+                    check.check_X_y_finite(X, Y, self._y_was_1d)
             if lr == "auto":
                 T = training.standardizing_map(mu, sigma) if spec.standardize else np.eye(n_features + 1)
                 lr = training.auto_lr(spec, T.T @ G @ T, weight_total, n_outputs)

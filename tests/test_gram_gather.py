@@ -122,9 +122,12 @@ def test_float32_normal_solver_is_exact_at_2e6_rows(offset):
     np.testing.assert_allclose(got, theta, rtol=1e-6, atol=0)
 
 
+@pytest.mark.parametrize("options", [{"solver": "normal"}, {"solver": "gram", "epochs": 3},
+                                     {"solver": "gram", "epochs": 3, "early_stopping": True, "tol": 1e-3,
+                                      "standardize": True}], ids=["normal", "gram", "gram-early-stopping"])
 @pytest.mark.parametrize("one_output", [True, False])
 @pytest.mark.parametrize("value", [np.nan, np.inf])
-def test_normal_solver_names_the_first_bad_entry_without_a_separate_scan(value, one_output):
+def test_gram_solvers_name_the_first_bad_entry_without_a_separate_scan(value, one_output, options):
     rng = np.random.default_rng(6)
     X = rng.standard_normal((500, 3)).astype(np.float32)
     y = rng.standard_normal(500 if one_output else (500, 2)).astype(np.float32)
@@ -132,20 +135,21 @@ def test_normal_solver_names_the_first_bad_entry_without_a_separate_scan(value, 
     bad_X[321, 2] = value
     bad_X[400, 0] = value
     with pytest.raises(ValueError, match=rf"X contains {value} at row 321, column 2"):
-        LinearRegressor(solver="normal").fit(bad_X, y)
+        LinearRegressor(**options).fit(bad_X, y)
     bad_y = y.copy()
     bad_y[77] = value
     where = "row 77" + ("" if one_output else ", column 0")
     with pytest.raises(ValueError, match=rf"y contains {value} at {where};"):
-        LinearRegressor(solver="normal").fit(X, bad_y)
+        LinearRegressor(**options).fit(X, bad_y)
     with pytest.raises(ValueError, match=r"X contains inf at row 321, column 2"):  # a zero weight does not hide it
         weights = np.ones(500)
         weights[321] = 0.0
         bad_X[321, 2] = np.inf
-        LinearRegressor(solver="normal").fit(bad_X, y, sample_weight=weights)
+        LinearRegressor(**options).fit(bad_X, y, sample_weight=weights)
 
 
-def test_normal_solver_skips_the_finiteness_scan(monkeypatch):
+@pytest.mark.parametrize("solver", ["normal", "gram"])
+def test_gram_solvers_skip_the_finiteness_scan(monkeypatch, solver):
     """The fused check: valid data is never scanned for NaN/Inf by the validation module."""
     from linreg import _validation
 
@@ -155,8 +159,8 @@ def test_normal_solver_skips_the_finiteness_scan(monkeypatch):
     rng = np.random.default_rng(7)
     X = rng.standard_normal((400, 3))
     y = X @ [1.0, -2.0, 0.5] + 3.0
-    model = LinearRegressor(solver="normal").fit(X, y)
-    np.testing.assert_allclose(model.coef_, [1.0, -2.0, 0.5], rtol=1e-10)
+    model = LinearRegressor(solver=solver, lr="auto", epochs=300).fit(X, y)
+    np.testing.assert_allclose(model.coef_, [1.0, -2.0, 0.5], rtol=1e-6)
     assert "X" not in scanned and "y" not in scanned
     LinearRegressor(epochs=2).fit(X, y)  # the other solvers still scan first
     assert "X" in scanned
