@@ -53,7 +53,7 @@ from kernels import cpu
 
 #: Rows per scratch block: (K x BLOCK_ROWS) float64 (two with weights) stays in L1 for up to ~40-80 columns.
 BLOCK_ROWS = 64
-#: Side of the register tile of M^T S M (TILE * TILE float64 accumulators).
+#: Side of the register tile of M^T S M (TILE * TILE float64 accumulators; the tile loop is written for 4).
 TILE = 4
 
 _FASTMATH = {"reassoc", "contract"}
