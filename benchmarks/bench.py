@@ -18,7 +18,8 @@ def quick_mode(config) -> bool:
 
 
 def cases_of(config, workload: str) -> list[report.Case]:
-    return [case for case in report.cases(quick_mode(config)) if case.workload == workload]
+    quick = quick_mode(config)
+    return [case for case in report.cases(quick) + report.gram_fit_cases(quick) if case.workload == workload]
 
 
 def problem(case: report.Case):

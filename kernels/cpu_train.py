@@ -39,7 +39,7 @@ from collections import namedtuple
 import numpy as np
 from numba import njit, prange
 
-from . import cpu
+from . import cpu, cpu_gather, cpu_gram
 from .codes import (  # noqa: F401
     ADAM,
     ADAMW,
@@ -104,38 +104,13 @@ def epoch_order(seed: int, epoch: int, n_samples: int, rows: np.ndarray | None =
 # --------------------------------------------------------------------------- streaming kernels
 
 
-@njit(cache=True, fastmath=_FASTMATH)
-def _gather_rows(X, Y, W, b, rows, weights, start, stop, residual, dW_part, db_part):
-    """Weighted squared-residual sum and weight sum of positions [start, stop); R^T S X and R^T s into the parts."""
-    n_outputs, n_features = W.shape
-    for o in range(n_outputs):
-        db_part[o] = 0.0
-        for f in range(n_features):
-            dW_part[o, f] = 0.0
-    total = 0.0
-    weight_total = 0.0
-    for p in range(start, stop):
-        i = rows[p] if rows.shape[0] > 0 else p
-        s = weights[i] if weights.shape[0] > 0 else 1.0
-        weight_total += s
-        for o in range(n_outputs):
-            r = np.float64(b[o]) - np.float64(Y[i, o])
-            for f in range(n_features):
-                r += np.float64(X[i, f]) * np.float64(W[o, f])
-            total += s * r * r
-            residual[o] = s * r
-            db_part[o] += s * r
-        for o in range(n_outputs):
-            r = residual[o]
-            for f in range(n_features):
-                dW_part[o, f] += r * np.float64(X[i, f])
-    return total, weight_total
-
-
 @njit(parallel=True, cache=True)
 def _gather_loss_grad(X, Y, W, b, rows, weights, start, stop, dW, db, parallel, chunk_rows, n_chunks,
                       residuals, dW_parts, db_parts, loss_parts, weight_parts):
     """Loss of positions [start, stop) (weighted mean, see module doc); float64 dW, db. Returns (loss, sum s).
+
+    The rows are gathered a block at a time with the next rows of ``rows`` prefetched
+    (``kernels.cpu_gather``); ``residuals[c]`` is chunk c's scratch for that.
 
     A batch whose weights are all 0 returns (0, 0) and zero gradients: the training loop skips its step.
     """
@@ -143,13 +118,13 @@ def _gather_loss_grad(X, Y, W, b, rows, weights, start, stop, dW, db, parallel, 
     if parallel:
         for c in prange(n_chunks):
             lo = start + c * chunk_rows
-            loss_parts[c], weight_parts[c] = _gather_rows(X, Y, W, b, rows, weights, lo, min(lo + chunk_rows, stop),
-                                                          residuals[c], dW_parts[c], db_parts[c])
+            loss_parts[c], weight_parts[c] = cpu_gather._gather_block_rows(
+                X, Y, W, b, rows, weights, lo, min(lo + chunk_rows, stop), residuals[c], dW_parts[c], db_parts[c])
     else:
         for c in range(n_chunks):
             lo = start + c * chunk_rows
-            loss_parts[c], weight_parts[c] = _gather_rows(X, Y, W, b, rows, weights, lo, min(lo + chunk_rows, stop),
-                                                          residuals[c], dW_parts[c], db_parts[c])
+            loss_parts[c], weight_parts[c] = cpu_gather._gather_block_rows(
+                X, Y, W, b, rows, weights, lo, min(lo + chunk_rows, stop), residuals[c], dW_parts[c], db_parts[c])
     weight_total = 0.0
     for c in range(n_chunks):
         weight_total += weight_parts[c]
@@ -161,75 +136,13 @@ def _gather_loss_grad(X, Y, W, b, rows, weights, start, stop, dW, db, parallel, 
     return cpu._combine(dW, db, dW_parts, db_parts, loss_parts, n_chunks, n_outputs * weight_total), weight_total
 
 
-@njit(cache=True, fastmath=_FASTMATH)
-def _gram_rows(X, Y, rows, weights, start, stop, G, C, yy):
-    n_features = X.shape[1]
-    n_outputs = Y.shape[1]
-    G[:] = 0.0
-    C[:] = 0.0
-    yy[:] = 0.0
-    for p in range(start, stop):
-        i = rows[p] if rows.shape[0] > 0 else p
-        s = weights[i] if weights.shape[0] > 0 else 1.0
-        for f in range(n_features):
-            sx = s * np.float64(X[i, f])
-            for g in range(f, n_features):
-                G[f, g] += sx * np.float64(X[i, g])
-            G[f, n_features] += sx
-            for o in range(n_outputs):
-                C[f, o] += sx * np.float64(Y[i, o])
-        G[n_features, n_features] += s
-        for o in range(n_outputs):
-            y = np.float64(Y[i, o])
-            C[n_features, o] += s * y
-            yy[o] += s * y * y
-
-
-@njit(parallel=True, cache=True)
-def _gram(X, Y, rows, weights, n_rows, parallel, chunk_rows, n_chunks, G_parts, C_parts, yy_parts, G, C, yy):
-    """G = A^T S A, C = A^T S Y, yy = diag(Y^T S Y) for A = [X 1] over the first n_rows positions."""
-    if parallel:
-        for c in prange(n_chunks):
-            lo = c * chunk_rows
-            _gram_rows(X, Y, rows, weights, lo, min(lo + chunk_rows, n_rows), G_parts[c], C_parts[c], yy_parts[c])
-    else:
-        for c in range(n_chunks):
-            lo = c * chunk_rows
-            _gram_rows(X, Y, rows, weights, lo, min(lo + chunk_rows, n_rows), G_parts[c], C_parts[c], yy_parts[c])
-    size = G.shape[0]
-    for f in range(size):
-        for g in range(f, size):
-            acc = 0.0
-            for c in range(n_chunks):
-                acc += G_parts[c, f, g]
-            G[f, g] = acc
-            G[g, f] = acc
-        for o in range(C.shape[1]):
-            acc = 0.0
-            for c in range(n_chunks):
-                acc += C_parts[c, f, o]
-            C[f, o] = acc
-    for o in range(yy.shape[0]):
-        acc = 0.0
-        for c in range(n_chunks):
-            acc += yy_parts[c, o]
-        yy[o] = acc
-
-
 def gram(X: np.ndarray, Y: np.ndarray, rows: np.ndarray | None = None,
          weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Gram statistics ``(G, C, yy)`` of ``A = [X 1]`` in one pass (float64), see the module doc."""
-    rows = np.empty(0, np.int64) if rows is None else rows
-    weights = np.empty(0, np.float64) if weights is None else weights
-    n_rows = rows.shape[0] if rows.shape[0] else X.shape[0]
-    n_features, n_outputs = X.shape[1], Y.shape[1]
-    chunk_rows, n_chunks = cpu.chunking(n_rows)
-    parallel = n_rows * (n_features + 1) * (n_features + 2 + n_outputs) // 2 >= cpu.PARALLEL_MIN_WORK
-    size = n_features + 1
-    G, C, yy = np.empty((size, size)), np.empty((size, n_outputs)), np.empty(n_outputs)
-    _gram(X, Y, rows, weights, n_rows, parallel, chunk_rows, n_chunks, np.zeros((n_chunks, size, size)),
-          np.zeros((n_chunks, size, n_outputs)), np.zeros((n_chunks, n_outputs)), G, C, yy)
-    return G, C, yy
+    """Gram statistics ``(G, C, yy)`` of ``A = [X 1]`` in one pass (float64), see the module doc.
+
+    The kernel is ``kernels.cpu_gram`` (blocked float64 tiles of [X 1 Y]^T S [X 1 Y]).
+    """
+    return cpu_gram.gram(X, Y, rows, weights)
 
 
 @njit(cache=True)

@@ -96,24 +96,37 @@ def check_weight_total(total: float) -> None:
                          "positive weight")
 
 
-def check_X(X: Any, *, name: str = "X") -> np.ndarray:
+def check_X(X: Any, *, name: str = "X", finite: bool = True) -> np.ndarray:
     array = as_float_array(X, name)
     check_X_shape(array.shape, name)
-    check_finite(array, name)
+    if finite:
+        check_finite(array, name)
     return array
 
 
-def check_X_y(X: Any, y: Any) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Validated (X, Y2d, y_was_1d): X and Y in one float dtype (float64 if either is), C-contiguous."""
+def check_X_y(X: Any, y: Any, *, finite: bool = True) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Validated (X, Y2d, y_was_1d): X and Y in one float dtype (float64 if either is), C-contiguous.
+
+    ``finite=False`` skips the scan for NaN/Inf (a full pass over X): for callers whose own
+    pass over the data propagates non-finite values into a small result (the Gram
+    statistics) and that call ``check_X_y_finite`` only when that result is not finite.
+    """
     if y is None:
         raise ValueError("LinearRegressor requires y to be passed, but the target y is None")
-    X = check_X(X)
+    X = check_X(X, finite=finite)
     y = as_float_array(y, "y")
     check_y_shape(y.shape, X.shape)
-    check_finite(y, "y")
+    if finite:
+        check_finite(y, "y")
     dtype = np.promote_types(X.dtype, y.dtype)
     Y = y.reshape(-1, 1) if y.ndim == 1 else y
     return np.ascontiguousarray(X, dtype=dtype), np.ascontiguousarray(Y, dtype=dtype), y.ndim == 1
+
+
+def check_X_y_finite(X: np.ndarray, Y: np.ndarray, y_was_1d: bool) -> None:
+    """The finiteness checks ``check_X_y(finite=False)`` skipped, with the same errors (X first, then y)."""
+    check_finite(X, "X")
+    check_finite(Y[:, 0] if y_was_1d else Y, "y")
 
 
 def check_positive(value: Any, name: str, *, integer: bool = False) -> Any:

@@ -89,12 +89,16 @@ class InMemory:
 
     streams = False
 
-    def __init__(self, X: np.ndarray, Y: np.ndarray, weights: np.ndarray | None) -> None:
+    def __init__(self, X: np.ndarray, Y: np.ndarray, weights: np.ndarray | None, *, checked_finite: bool = True,
+                 y_was_1d: bool = False) -> None:
         self.X, self.Y, self.weights = X, Y, weights
         self.n_samples, self.n_features = X.shape
         self.n_outputs = Y.shape[1]
         self.dtype = np.dtype(X.dtype)
         self.weighted = weights is not None
+        # The exact solvers skip the scan for NaN/Inf (a whole pass over X): non-finite values propagate into
+        # the Gram statistics, which check_statistics looks at instead.
+        self.checked_finite, self.y_was_1d = checked_finite, y_was_1d
 
     def agree(self, W0: np.ndarray, b0: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, int]:
         return W0, b0, seed  # one process: nothing to agree on
@@ -108,14 +112,21 @@ class InMemory:
                                      "validation_fraction or the weights")
         return rows, val_rows
 
-    def statistics(self, rows: np.ndarray | None, *, gram: bool, moments: bool) -> Statistics:
-        from linreg.kernels import cpu_train
+    def statistics(self, rows: np.ndarray | None, *, gram: bool, moments: bool, centred: bool = False) -> Statistics:
+        """Column moments and/or the Gram statistics of ``rows`` (all if None); ``centred``: about a shift
+        near the mean (``Statistics.shift_x``), for the exact solve."""
+        from linreg.kernels import cpu_gram, cpu_train
 
         stats = Statistics()
         if moments:
             stats.mean, stats.std = cpu_train.column_moments(self.X, rows, self.weights)
-        if gram:
+        if gram and centred:
+            stats.G, stats.C, stats.yy, stats.shift_x, stats.shift_y = cpu_gram.centred_gram(self.X, self.Y, rows,
+                                                                                             self.weights)
+        elif gram:
             stats.G, stats.C, stats.yy = cpu_train.gram(self.X, self.Y, rows, self.weights)
+        if gram and not self.checked_finite and not all(np.isfinite(a).all() for a in (stats.G, stats.C, stats.yy)):
+            check.check_X_y_finite(self.X, self.Y, self.y_was_1d)  # names the first NaN/Inf (else: overflow)
         return stats
 
     def start_gd(self, spec: Spec, state, lr: float, rows, val_rows, seed: int) -> GDRun:
@@ -206,14 +217,15 @@ def fit(spec: Spec, params: dict[str, Any], source, *, one_output: bool, feature
         rows, val_rows = source.split(spec, seed) if spec.early_stopping else (None, None)
         need_gram = spec.solver in ("normal", "gram") or spec.lr == "auto"
         stats = Statistics()
+        exact = spec.solver == "normal"
         if need_gram or spec.standardize:
-            stats = source.statistics(rows, gram=need_gram, moments=spec.standardize)
+            stats = source.statistics(rows, gram=need_gram, moments=spec.standardize, centred=exact)
         if need_gram and rows is None:  # all the rows: kept for inference (linreg.inference)
-            statistics = dataclasses.replace(stats, n_samples=source.n_samples, weighted=source.weighted)
+            statistics = dataclasses.replace(stats.uncentred(), n_samples=source.n_samples, weighted=source.weighted)
         mu, sigma = training.standardization(stats, spec.standardize, n_features)
-        if spec.solver == "normal":
+        if exact:
             W, b, objective = training.normal_solution(spec, stats.G, stats.C, stats.yy, stats.weight_total, mu,
-                                                       sigma)
+                                                       sigma, stats.shift_x, stats.shift_y)
             state = _fitted(W, b, np.array([objective]), 1, codes.RUNNING, None, statistics=statistics,
                             **finishing)
             return Outcome(state)

@@ -110,8 +110,10 @@ class LinearRegressor:
         spec = options.make_spec(params)
         return spec
 
-    def _check_data(self, X: Any, y: Any, sample_weight: Any):
-        """The validated data as an in-memory source, whether y was 1-D, and X's column names."""
+    def _check_data(self, X: Any, y: Any, sample_weight: Any, *, finite: bool = True):
+        """The validated data as an in-memory source, whether y was 1-D, and X's column names.
+
+        ``finite=False``: the NaN/Inf scan is left to the source's Gram pass (the exact solvers)."""
         if self.backend == "cuda":
             from linreg import cuda_backend
 
@@ -124,9 +126,9 @@ class LinearRegressor:
                 X2, Y2 = cuda_backend.check_device_X_y(X, y)
                 return driver.InMemory(X2, Y2, None), getattr(y, "ndim", None) == 1, None
         names = check.feature_names(X)
-        X2, Y2, one_output = check.check_X_y(X, y)
+        X2, Y2, one_output = check.check_X_y(X, y, finite=finite)
         weights = check.check_sample_weight(sample_weight, X2.shape[0])
-        return driver.InMemory(X2, Y2, weights), one_output, names
+        return driver.InMemory(X2, Y2, weights, checked_finite=finite, y_was_1d=one_output), one_output, names
 
     # -- fitting ------------------------------------------------------------------------------
     def fit(self, X: Any, y: Any, sample_weight: Any = None, *, resume: bool = False) -> LinearRegressor:
@@ -153,7 +155,10 @@ class LinearRegressor:
                                  "np.memmap inputs (out of core) yet")
             return outofcore.fit(self, X, y, sample_weight)
         spec = self._spec()
-        source, one_output, names = self._check_data(X, y, sample_weight)
+        # The Gram pass of the exact solvers propagates NaN/Inf into its statistics: it checks those instead of a
+        # separate pass over X, and locates the first bad entry only then.
+        fused_check = spec.solver in ("normal", "gram") and self.backend == "cpu"
+        source, one_output, names = self._check_data(X, y, sample_weight, finite=not fused_check)
         self._partial_session = None  # a later partial_fit continues from this fit's coef_
         outcome = driver.fit(spec, self.get_params(), source, one_output=one_output, feature_names=names,
                              previous=self.fitted_state() if hasattr(self, "coef_") else None, resume=resume)

@@ -658,7 +658,8 @@ class Streamed:
     def split(self, spec: Spec, seed: int):
         raise ValueError("early_stopping is not supported out of core")  # refused before (_unsupported)
 
-    def statistics(self, rows, *, gram: bool, moments: bool) -> Statistics:
+    def statistics(self, rows, *, gram: bool, moments: bool, centred: bool = False) -> Statistics:
+        # Chunks and ranks sum statistics about 0 (centred is a request, not a requirement).
         started = time.perf_counter()
         stats = statistics_pass(self.reader, self.team, gram=gram, moments=moments)
         self.statistics_seconds += time.perf_counter() - started

@@ -63,10 +63,23 @@ class Statistics:
     std: np.ndarray | None = None
     n_samples: int | None = None  # the rows they cover (all ranks)
     weighted: bool = False  # whether sample weights were applied
+    #: Set when G, C, yy are those of the data shifted near its mean (``[X - shift_x, 1]``, ``Y - shift_y``:
+    #: ``kernels.cpu_gram.centred_gram``), which keeps the exact solve accurate for data far from 0.
+    shift_x: np.ndarray | None = None
+    shift_y: np.ndarray | None = None
 
     @property
     def weight_total(self) -> float:
         return float(self.G[-1, -1])
+
+    def uncentred(self) -> Statistics:
+        """The same statistics about 0 (what lr="auto", the Gram solver and inference read)."""
+        if self.shift_x is None:
+            return self
+        from linreg.kernels import cpu_gram
+
+        G, C, yy = cpu_gram.uncentre(self.G, self.C, self.yy, self.shift_x, self.shift_y)
+        return dataclasses.replace(self, G=G, C=C, yy=yy, shift_x=None, shift_y=None)
 
 
 def batch_rows(batch_size: int | None, n_rows: int) -> int:
@@ -127,7 +140,8 @@ def solve_normal(spec: Spec, G: np.ndarray, C: np.ndarray, weight_total: float,
     """theta = [W b]^T minimising the objective exactly: (G + ridge) theta = C, ridge on the weights only.
 
     The system is scaled by its diagonal before solving (Jacobi equilibration),
-    which removes the ill-conditioning that comes only from feature scale.
+    which removes the ill-conditioning that comes only from feature scale, then
+    solved by Cholesky; singular systems get the minimum-norm lstsq solution.
     """
     n_features = G.shape[0] - 1
     system = G.copy()
@@ -148,22 +162,48 @@ def solve_normal(spec: Spec, G: np.ndarray, C: np.ndarray, weight_total: float,
             warnings.warn(f"the normal equations are ill-conditioned (condition number {condition:.3g} after "
                           f"scaling): expect to lose about {math.log10(condition):.0f} of 16 digits; consider "
                           "penalty='l2' with alpha > 0", IllConditionedWarning, stacklevel=4)
-        theta = np.linalg.solve(scaled, C / scale[:, None])
+        theta = _cholesky_solve(scaled, C / scale[:, None])
     return theta / scale[:, None]
 
 
+def _cholesky_solve(system: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """Solve the symmetric system by Cholesky (half the work of LU and no pivoting: it is positive
+    definite once scaled and regular); one that is not (rounding at the edge of singularity) falls
+    back to the minimum-norm least-squares solution."""
+    try:
+        lower = np.linalg.cholesky(system)
+    except np.linalg.LinAlgError:
+        return np.linalg.lstsq(system, rhs, rcond=None)[0]
+    n = lower.shape[0]
+    z = np.empty_like(rhs, dtype=np.float64)
+    for i in range(n):  # forward substitution: lower @ z = rhs
+        z[i] = (rhs[i] - lower[i, :i] @ z[:i]) / lower[i, i]
+    theta = np.empty_like(z)
+    for i in range(n - 1, -1, -1):  # back substitution: lower.T @ theta = z
+        theta[i] = (z[i] - lower[i + 1:, i] @ theta[i + 1:]) / lower[i, i]
+    return theta
+
+
 def normal_solution(spec: Spec, G: np.ndarray, C: np.ndarray, yy: np.ndarray, weight_total: float,
-                    mu: np.ndarray, sigma: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+                    mu: np.ndarray, sigma: np.ndarray, shift_x: np.ndarray | None = None,
+                    shift_y: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, float]:
     """The exact minimiser ``(W, b)`` in original units from the Gram statistics, and its objective.
 
     With ``spec.standardize`` the system is solved for the standardised features
     (``mu``, ``sigma``), so an L2 penalty applies to the standardised coefficients
     ``W * sigma``, as gradient descent with standardize=True does.
+
+    ``shift_x``, ``shift_y``: the statistics are those of ``[X - shift_x, 1]`` and
+    ``Y - shift_y`` (``kernels.cpu_gram.centred_gram``, accurate for data far from 0);
+    W is the same and the intercept is shifted back here.
     """
     n_features, n_outputs = G.shape[0] - 1, C.shape[1]
-    T = standardizing_map(mu, sigma) if spec.standardize else np.eye(n_features + 1)
+    shift_x = np.zeros(n_features) if shift_x is None else shift_x
+    shift_y = np.zeros(n_outputs) if shift_y is None else shift_y
+    T = standardizing_map(mu - shift_x, sigma) if spec.standardize else np.eye(n_features + 1)
     theta = T @ solve_normal(spec, T.T @ G @ T, T.T @ C, weight_total, n_outputs)
-    W, b = theta[:n_features].T, theta[n_features]
+    W, b = theta[:n_features].T, theta[n_features] + shift_y - theta[:n_features].T @ shift_x
+    # The residuals of the shifted problem at theta are those of the original one at (W, b).
     data_term = sum(theta[:, o] @ G @ theta[:, o] - 2 * theta[:, o] @ C[:, o] + yy[o] for o in range(n_outputs))
     objective = float(data_term / (n_outputs * weight_total))
     if spec.penalty == "l2":
