@@ -208,6 +208,9 @@ def fit(spec: Spec, params: dict[str, Any], source, *, one_output: bool, feature
             lr = training.auto_lr(spec, stats.G, stats.weight_total, n_outputs)
         lr = float(lr)
         run = backend.start_gd(source.X, source.Y, W0, b0, lr, spec.epochs)
+    elif backend.name != "cpu" and unsupported == ["lr='auto'"]:
+        raise ValueError(f"lr='auto' (the default step) comes from a Gram pass over host data; with device arrays "
+                         f"on backend={backend.name!r} pass a numeric lr, e.g. lr=1e-3, or host arrays")
     elif backend.name != "cpu":
         raise ValueError(f"backend={backend.name!r} runs plain full-batch gradient descent only (the seeds' "
                          f"loop); these options need backend='cpu': {', '.join(unsupported)}")
