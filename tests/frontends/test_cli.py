@@ -177,3 +177,19 @@ def test_bad_data_files_exit_2(capsys, tmp_path):
 def test_divergence_exits_1(capsys):
     code, _, err = train(capsys, "--lr", "1", "--n-samples", "200")
     assert code == 1 and re.search(r"loss (exploded|became non-finite)", err) and "lr=1" in err
+
+
+def test_a_data_file_trains_with_the_defaults_that_fit_any_data(capsys, tmp_path):
+    """linreg train --dataset FILE uses LinearRegressor's defaults: the least-squares answer, no tuning."""
+    rng = np.random.default_rng(1)
+    X = rng.uniform(0, 100, (2000, 3))
+    y = X @ np.array([1.0, 2.0, 3.0]) + 5.0 + rng.standard_normal(2000)
+    path = tmp_path / "d.csv"
+    np.savetxt(path, np.column_stack([X, y]), delimiter=",", header="a,b,c,target", comments="")
+    code, out, _ = train(capsys, "--dataset", str(path), "--target", "target")
+    assert code == 0 and "this run" in out
+    A = np.column_stack([X, np.ones(len(X))])
+    exact = np.linalg.lstsq(A, y, rcond=None)[0]
+    match = re.search(r"w = \[([^\]]+)\]\s+b = (\S+)", out)
+    learned = [float(v) for v in match.group(1).split()] + [float(match.group(2))]
+    np.testing.assert_allclose(learned, exact, rtol=1e-4, atol=1e-4)
