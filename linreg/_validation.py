@@ -25,8 +25,54 @@ def is_sparse(value: Any) -> bool:
     return type(value).__module__.startswith("scipy.sparse") and hasattr(value, "nnz")
 
 
+def _library(value: Any) -> str:
+    return type(value).__module__.split(".", 1)[0]
+
+
+def _frame_columns(value: Any) -> list[tuple[str, Any, bool]] | None:
+    """(name, dtype, numeric) of each column of a pandas / polars DataFrame or a pyarrow Table, else None."""
+    library = _library(value)
+    if library == "pandas" and hasattr(value, "dtypes") and hasattr(value, "columns"):
+        from pandas.api.types import is_complex_dtype, is_numeric_dtype
+
+        return [(str(column), dtype, is_numeric_dtype(dtype) and not is_complex_dtype(dtype))
+                for column, dtype in value.dtypes.items()]
+    if library == "polars" and hasattr(value, "schema") and hasattr(value, "columns"):
+        return [(column, dtype, dtype.is_numeric() or str(dtype) == "Boolean")
+                for column, dtype in value.schema.items()]
+    if library == "pyarrow" and hasattr(value, "column_names") and hasattr(value, "schema"):
+        import pyarrow as pa
+
+        return [(field.name, field.type, pa.types.is_integer(field.type) or pa.types.is_floating(field.type)
+                 or pa.types.is_boolean(field.type)) for field in value.schema]
+    return None
+
+
+def _from_dataframe(value: Any, name: str) -> np.ndarray | None:
+    """A DataFrame-like's numeric columns as one ndarray, converted by its own library (no detour through
+    pandas); a non-numeric column is an error that names it. None for anything else."""
+    columns = _frame_columns(value)
+    library = _library(value)
+    if columns is not None:
+        for column, dtype, numeric in columns:
+            if not numeric:
+                raise TypeError(f"{name} column {column!r} holds {dtype}, not numbers: encode it (for example "
+                                "one-hot) or drop it")
+        if library == "pyarrow":
+            if not columns:
+                return np.empty((value.num_rows, 0))
+            return np.column_stack([value.column(i).to_numpy() for i in range(value.num_columns)])
+        return value.to_numpy()
+    if library in ("polars", "pyarrow") and hasattr(value, "to_numpy"):  # a Series, Array or ChunkedArray
+        return value.to_numpy()
+    return None
+
+
 def as_float_array(value: Any, name: str) -> np.ndarray:
     """``value`` as a float32/float64 ndarray without copying when it already is one."""
+    frame = _from_dataframe(value, name)
+    if frame is not None:
+        value = frame
     if is_sparse(value):
         raise TypeError(f"{name} is a sparse matrix ({type(value).__name__}): sparse input is not supported yet, and "
                         "linreg never densifies it silently; if it fits in memory as a dense array, pass "
@@ -164,7 +210,7 @@ def check_sample_weight(sample_weight: Any, n_samples: int) -> np.ndarray | None
 
 def feature_names(X: Any) -> np.ndarray | None:
     """The column names of a DataFrame-like X (all strings), else None: what ``feature_names_in_`` records."""
-    columns = getattr(X, "columns", None)
+    columns = getattr(X, "column_names", None) if _library(X) == "pyarrow" else getattr(X, "columns", None)
     if columns is None:
         return None
     names = np.asarray(list(columns), dtype=object)
