@@ -342,7 +342,8 @@ def _batch(X, Y, rows, weights, order, start, stop, W, b, mu, sigma, config, lay
             bk[o] = b_eff[o]
             for f in range(Wk.shape[1]):
                 Wk[o, f] = W_eff[o, f]
-        residuals, dW_parts, db_parts, loss_parts, weight_parts = work
+        # work's last item: kernels.cpu.kernel_variant(X, Y), the row kernel cpu._loss_grad compiles (by its type).
+        residuals, dW_parts, db_parts, loss_parts, weight_parts, variant = work
         n = stop - start
         layout = 0
         for k in range(layouts.shape[0]):
@@ -352,7 +353,7 @@ def _batch(X, Y, rows, weights, order, start, stop, W, b, mu, sigma, config, lay
         if order.shape[0] == 0 and weights.shape[0] == 0 and start == 0 and n == X.shape[0]:
             # Whole data set, in order, unweighted: the streaming kernel of kernels.cpu.
             value = cpu._loss_grad(X, Y, Wk, bk, dW, db, parallel, chunk_rows, n_chunks,
-                                   residuals, dW_parts, db_parts, loss_parts)
+                                   residuals, dW_parts, db_parts, loss_parts, variant)
             batch_weight = np.float64(n)
         else:
             value, batch_weight = _gather_loss_grad(X, Y, Wk, bk, order, weights, start, stop, dW, db, parallel,

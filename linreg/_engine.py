@@ -176,7 +176,8 @@ class EngineRun(GDRun):
         max_chunks = int(max(self.layouts[:, 3].max(), self.val_layouts[:, 3].max()))
         scratch = max(n_outputs, int(cpu._scratch_size(n_features, n_outputs)))  # what cpu._loss_grad's rows need
         self.work = (np.zeros((max_chunks, scratch)), np.zeros((max_chunks, n_outputs, n_features)),
-                     np.zeros((max_chunks, n_outputs)), np.zeros(max_chunks), np.zeros(max_chunks))
+                     np.zeros((max_chunks, n_outputs)), np.zeros(max_chunks), np.zeros(max_chunks),
+                     cpu.kernel_variant(X, Y))
         self.hyper, self.config = encode(spec, batch=batch, seed=seed, standardize=state.standardize,
                                          early_stopping=spec.early_stopping and self.val_rows.shape[0] > 0,
                                          gram=gram is not None)
