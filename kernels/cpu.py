@@ -49,7 +49,7 @@ import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.cpython.unsafe.tuple import tuple_setitem
-from numba.extending import intrinsic, overload
+from numba.extending import intrinsic, overload, register_jitable
 
 __all__ = [
     "CHUNK_ROWS",
@@ -213,13 +213,15 @@ def _prefetch(typingctx, array, index):
     return types.void(array, index), codegen
 
 
-@njit(cache=True)
+# Plain Python where Python calls them (Workspace), inlined where compiled code does: the same rule, and
+# no compiled-function call (a cache load, or a compile) for Python's sake.
+@register_jitable
 def _block_rows(n_features):
     """Rows per block of the blocked kernel: a multiple of 4, _BLOCK_ELEMENTS elements or fewer (4 at least)."""
     return max(4, min(64, _BLOCK_ELEMENTS // n_features) // 4 * 4)
 
 
-@njit(cache=True)
+@register_jitable
 def _scratch_size(n_features, n_outputs):
     """float64 elements of the blocked kernel's scratch: a block of X, the weights and the block's residuals."""
     rows = _block_rows(n_features)

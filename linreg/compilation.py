@@ -21,6 +21,7 @@ The Python API stays quiet: the result is returned and logged to
 from __future__ import annotations
 
 import argparse
+import contextvars
 import dataclasses
 import logging
 import sys
@@ -100,8 +101,8 @@ class _CompileWatch(event.Listener):
         event.unregister("numba:compile", self)
 
 
-def _warmup_rows(estimator, n_samples: int, n_features: int, n_outputs: int) -> list[int]:
-    """Row counts of the warm-up fits: each lands on the compiled entry point the real fit uses.
+def _warmup_rows(estimator, n_samples: int, n_features: int, n_outputs: int) -> int:
+    """Rows of the warm-up fit: as few as land on the compiled entry points the real fit uses.
 
     Plain full-batch GD on a small specialised problem (seed 000's) takes
     ``kernels.cpu._gd_epochs_transposed``, a larger one ``_gd_epochs``: the warm-up
@@ -112,17 +113,21 @@ def _warmup_rows(estimator, n_samples: int, n_features: int, n_outputs: int) -> 
 
     small = min(n_samples, WARMUP_ROWS)
     if estimator._spec().non_plain_options():
-        return [small]
+        return small
     transposed = cpu.use_transposed(n_samples, n_features, n_outputs,
                                     cpu.parallel_pass(n_samples, n_features, n_outputs))
     if transposed or not cpu.use_transposed(small, n_features, n_outputs, False):
-        return [small]
+        return small
     # The smallest row count past the transposed copy's limit: serial, streaming.
-    return [min(n_samples, cpu.transposed_max_rows(n_features) + 1)]
+    return min(n_samples, cpu.transposed_max_rows(n_features) + 1)
+
+
+#: Set while a warm-up fit runs: a fit that calls prepare_fit itself (the driver) must not recurse.
+_warming_up = contextvars.ContextVar("linreg_warming_up", default=False)
 
 
 def prepare_fit(estimator, X: Any, y: Any, sample_weight: Any = None, *,
-                on_compile: Callable[[str], None] | None = None) -> Preparation:
+                on_compile: Callable[[str], None] | None = None, validated: bool = False) -> Preparation:
     """Compile (or load from the cache) the kernels ``estimator.fit(X, y, sample_weight)`` will call; time it.
 
     A warm-up fit of one epoch on the first rows of the data, with the estimator's
@@ -131,35 +136,48 @@ def prepare_fit(estimator, X: Any, y: Any, sample_weight: Any = None, *,
     cache loads): the CLI prints its "compiling kernels ..." line then. Invalid data
     or options raise the errors ``fit`` would raise. Ctrl-C while compiling raises
     KeyboardInterrupt with a message saying nothing was trained.
+
+    ``validated=True``: X and y are the fit's checked arrays already (``_check_data``'s
+    2-D float arrays, ``sample_weight`` float64 or None), as the fit driver has them;
+    they are not checked again (a pass over all of X). Called from inside a warm-up
+    fit, it does nothing.
     """
     from linreg import outofcore
     from linreg.estimator import DivergenceError, LinearRegressor
 
     params = estimator.get_params()
+    if _warming_up.get():
+        return Preparation("a warm-up fit", skipped="inside a warm-up fit")
     if outofcore.is_out_of_core(X, y, sample_weight):
         return Preparation("streamed data", skipped="out-of-core fits compile on their first chunk")
     if params["backend"] != "cpu":
         return Preparation(f"backend {params['backend']!r}", skipped="only the cpu backend's kernels are prepared")
     params.update(epochs=1, progress=False, checkpoint_path=None, checkpoint_every=None, warm_start=False)
     warmup = LinearRegressor(**params)
-    X2, Y2, weights = warmup._check_data(X, y, sample_weight)  # the fit's own validation: same errors
+    if validated:
+        X2, Y2, weights = X, y, sample_weight
+    else:
+        X2, Y2, weights = warmup._check_data(X, y, sample_weight)  # the fit's own validation: same errors
     n_samples, n_features = X2.shape
     n_outputs = Y2.shape[1]
     what = describe(X2.dtype, n_features, n_outputs)
     result = Preparation(what, cache=cache_location())
     start = time.perf_counter()
+    token = _warming_up.set(True)
     try:
         with _CompileWatch(None if on_compile is None else lambda: on_compile(what)) as watch, \
                 warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the warm-up's one epoch is not the user's fit
-            for rows in _warmup_rows(warmup, n_samples, n_features, n_outputs):
-                try:
-                    warmup.fit(X2[:rows], Y2[:rows], None if weights is None else np.ones(rows))
-                except DivergenceError:
-                    pass  # one epoch on a few rows: the kernels are compiled all the same
+            rows = _warmup_rows(warmup, n_samples, n_features, n_outputs)
+            try:
+                warmup.fit(X2[:rows], Y2[:rows], None if weights is None else np.ones(rows))
+            except DivergenceError:
+                pass  # one epoch on a few rows: the kernels are compiled all the same
     except KeyboardInterrupt:
         raise KeyboardInterrupt(f"interrupted while compiling the kernels for {what}: nothing was trained, "
                                 "the model was not fitted") from None
+    finally:
+        _warming_up.reset(token)
     result.seconds = time.perf_counter() - start
     result.compiled = watch.compiled
     (logger.info if result.compiled else logger.debug)(result.message())

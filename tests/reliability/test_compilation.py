@@ -85,6 +85,23 @@ def test_after_prepare_fit_the_fit_compiles_nothing(case):
     assert watch.compiled == 0, f"the fit compiled {watch.compiled} kernel(s) that prepare_fit did not"
 
 
+def test_a_fit_that_prepares_itself_does_not_recurse(monkeypatch):
+    """The fit driver's hook: prepare on the validated arrays, then train; the warm-up fit does not prepare again."""
+    calls = []
+    original = LinearRegressor.fit
+
+    def fit_that_prepares(self, X, y, sample_weight=None, **kwargs):
+        X2, Y2, weights = self._check_data(X, y, sample_weight)
+        calls.append(compilation.prepare_fit(self, X2, Y2, weights, validated=True))
+        return original(self, X, y, sample_weight, **kwargs)
+
+    monkeypatch.setattr(LinearRegressor, "fit", fit_that_prepares)
+    X, y = linreg.datasets.seed_linear(n_samples=300, random_state=0)
+    model = LinearRegressor(epochs=3, momentum=0.5).fit(X, y)
+    assert [bool(call.skipped) for call in calls] == [False, True]  # the user's fit, then its warm-up's
+    assert calls[0].what == "float32, 5 features" and model.n_iter_ == 3
+
+
 def test_prepare_fit_raises_the_errors_fit_raises():
     with pytest.raises(ValueError, match="X contains nan"):
         compilation.prepare_fit(LinearRegressor(), np.full((10, 2), np.nan), np.zeros(10))
