@@ -98,8 +98,9 @@ def test_a_fit_that_prepares_itself_does_not_recurse(monkeypatch):
     monkeypatch.setattr(LinearRegressor, "fit", fit_that_prepares)
     X, y = linreg.datasets.seed_linear(n_samples=300, random_state=0)
     model = LinearRegressor(epochs=3, momentum=0.5).fit(X, y)
-    assert [bool(call.skipped) for call in calls] == [False, True]  # the user's fit, then its warm-up's
-    assert calls[0].what == "float32, 5 features" and model.n_iter_ == 3
+    # The warm-up fit's own call returns first (skipped), then the user's fit's (which ran the warm-up).
+    assert [bool(call.skipped) for call in calls] == [True, False]
+    assert calls[1].what == "float32, 5 features" and model.n_iter_ == 3
 
 
 def test_prepare_fit_raises_the_errors_fit_raises():
