@@ -124,6 +124,9 @@ def _warmup_rows(estimator, n_samples: int, n_features: int, n_outputs: int) -> 
 
 #: Set while a warm-up fit runs: a fit that calls prepare_fit itself (the driver) must not recurse.
 _warming_up = contextvars.ContextVar("linreg_warming_up", default=False)
+#: What this process has prepared already (options, dtype, shape class): a repeat costs microseconds, not a
+#: warm-up fit (what it compiled is in memory).
+_prepared: set[tuple] = set()
 
 
 def prepare_fit(estimator, X: Any, y: Any, sample_weight: Any = None, *,
@@ -144,6 +147,7 @@ def prepare_fit(estimator, X: Any, y: Any, sample_weight: Any = None, *,
     """
     from linreg import outofcore
     from linreg.estimator import DivergenceError, LinearRegressor
+    from linreg.kernels import cpu
 
     params = estimator.get_params()
     if _warming_up.get():
@@ -153,22 +157,28 @@ def prepare_fit(estimator, X: Any, y: Any, sample_weight: Any = None, *,
     if params["backend"] != "cpu":
         return Preparation(f"backend {params['backend']!r}", skipped="only the cpu backend's kernels are prepared")
     params.update(epochs=1, progress=False, checkpoint_path=None, checkpoint_every=None, warm_start=False)
-    warmup = LinearRegressor(**params)
     if validated:
         X2, Y2, weights = X, y, sample_weight
-    else:
-        X2, Y2, weights = warmup._check_data(X, y, sample_weight)  # the fit's own validation: same errors
+    else:  # the fit's own validation: the same errors
+        X2, Y2, weights = LinearRegressor(**params)._check_data(X, y, sample_weight)
     n_samples, n_features = X2.shape
     n_outputs = Y2.shape[1]
+    transposed = cpu.use_transposed(n_samples, n_features, n_outputs,
+                                    cpu.parallel_pass(n_samples, n_features, n_outputs))
+    key = (repr(sorted(params.items())), X2.dtype.str, n_features, n_outputs, min(n_samples, WARMUP_ROWS + 1),
+           transposed, weights is None)
     what = describe(X2.dtype, n_features, n_outputs)
+    if key in _prepared:
+        return Preparation(what)
     result = Preparation(what, cache=cache_location())
+    warmup = LinearRegressor(**params)
+    rows = _warmup_rows(warmup, n_samples, n_features, n_outputs)
     start = time.perf_counter()
     token = _warming_up.set(True)
     try:
         with _CompileWatch(None if on_compile is None else lambda: on_compile(what)) as watch, \
                 warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the warm-up's one epoch is not the user's fit
-            rows = _warmup_rows(warmup, n_samples, n_features, n_outputs)
             try:
                 warmup.fit(X2[:rows], Y2[:rows], None if weights is None else np.ones(rows))
             except DivergenceError:
@@ -178,6 +188,7 @@ def prepare_fit(estimator, X: Any, y: Any, sample_weight: Any = None, *,
                                 "the model was not fitted") from None
     finally:
         _warming_up.reset(token)
+    _prepared.add(key)
     result.seconds = time.perf_counter() - start
     result.compiled = watch.compiled
     (logger.info if result.compiled else logger.debug)(result.message())

@@ -96,6 +96,7 @@ def test_a_fit_that_prepares_itself_does_not_recurse(monkeypatch):
         return original(self, X, y, sample_weight, **kwargs)
 
     monkeypatch.setattr(LinearRegressor, "fit", fit_that_prepares)
+    monkeypatch.setattr(compilation, "_prepared", set())  # nothing prepared yet in this process
     X, y = linreg.datasets.seed_linear(n_samples=300, random_state=0)
     model = LinearRegressor(epochs=3, momentum=0.5).fit(X, y)
     # The warm-up fit's own call returns first (skipped), then the user's fit's (which ran the warm-up).
