@@ -796,6 +796,11 @@ def _ratio(results, case, slow, fast="linreg-cpu") -> float | None:
     return a.min_s / b.min_s if a and b else None
 
 
+#: Issue 11's goals for seed 000's fit in a new process (import included): warm and empty kernel cache.
+WARM_START_GOAL_S = 0.3
+COMPILE_START_GOAL_S = 5.0
+
+
 def targets(results: list[Result], roofline: float, cold: dict[str, Any] | None) -> list[dict[str, Any]]:
     """Issue 5's targets, each with the measured value and met / missed (None: not measured in this run)."""
     rows = []
@@ -830,12 +835,17 @@ def targets(results: list[Result], roofline: float, cold: dict[str, Any] | None)
         10, "x")
     if cold:
         no_scipy = cold["warm, no scipy"]
-        add("cold start: import + first fit, warm cache", cold["warm"]["import+fit"], 0.5, "s", higher=False,
+        add("cold start: import + first fit, warm cache", cold["warm"]["import+fit"], WARM_START_GOAL_S, "s",
+            higher=False,
             note=f"whole process {cold['warm']['process']:.2f} s; without scipy installed "
                  f"{no_scipy['import+fit']:.3f} s (process {no_scipy['process']:.2f} s); "
                  f"torch imported: {cold['warm']['torch imported']}")
+        if "compile" in cold:
+            add("cold start: import + first fit, empty kernel cache", cold["compile"]["import+fit"],
+                COMPILE_START_GOAL_S, "s", higher=False,
+                note=f"whole process {cold['compile']['process']:.2f} s; the fit's kernels compile")
     else:
-        add("cold start: import + first fit, warm cache", None, 0.5, "s", higher=False)
+        add("cold start: import + first fit, warm cache", None, WARM_START_GOAL_S, "s", higher=False)
     return rows
 
 
@@ -985,7 +995,7 @@ def _markdown(results, bandwidth, info, cold, goals, quick, paths) -> str:
                       "kernel cache."]
         if "compile" in cold:
             c = cold["compile"]
-            lines[-1] += (f" With an empty cache (every kernel of the fit compiles): import + fit "
+            lines[-1] += (f" With an empty cache (the fit's kernels compile): import + fit "
                           f"{c['import+fit']:.2f} s, whole process {c['process']:.2f} s.")
     lines += ["", "## Results", ""]
     for workload in ("W1", "W2", "W3", "W4", "W5", "W6", "W7"):

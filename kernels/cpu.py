@@ -49,7 +49,7 @@ import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.cpython.unsafe.tuple import tuple_setitem
-from numba.extending import intrinsic, overload
+from numba.extending import intrinsic, overload, register_jitable
 
 __all__ = [
     "CHUNK_ROWS",
@@ -58,11 +58,15 @@ __all__ = [
     "Workspace",
     "chunking",
     "gd",
+    "kernel_variant",
     "launch_threads",
     "loss",
     "loss_grad",
+    "parallel_pass",
     "predict",
     "threading_layer",
+    "transposed_max_rows",
+    "use_transposed",
 ]
 
 #: Rows per chunk when n_samples is small enough that MAX_CHUNKS is not reached.
@@ -152,22 +156,30 @@ def _loss_rows(X, Y, W, b, start, stop):
     return total
 
 
-@njit(cache=True, fastmath=_FASTMATH)
-def _loss_grad_rows(X, Y, W, b, start, stop, residual, dW_part, db_part):
-    """Sum of squared residuals of rows [start, stop); R.T @ X and R.sum(0) into the parts.
+def _loss_grad_rows(X, Y, W, b, start, stop, residual, dW_part, db_part, variant):
+    """Sum of squared residuals of rows [start, stop); R.T @ X and R.sum(0) into the parts (compiled code only).
 
-    ``residual`` is float64 scratch: of ``_scratch_size(n_features, n_outputs)`` elements
-    the blocked kernel uses it, smaller it allocates its own (any length works).
-    One output and at most _MAX_FIXED_FEATURES features on C-contiguous data take a
-    kernel specialised on n_features; everything else the blocked kernel.
+    ``variant`` (``kernel_variant``) picks the kernel by its *type*, at compile time, so a
+    compiled caller reaches only its own variant's kernel: a tuple of n_features float64
+    zeros (one output, C-contiguous X and Y) the kernel specialised on n_features,
+    ``()`` the blocked kernel. ``residual`` is float64 scratch: of
+    ``_scratch_size(n_features, n_outputs)`` elements the blocked kernel uses it,
+    smaller it allocates its own (any length works).
     """
-    n_outputs, n_features = W.shape
-    if n_outputs == 1 and n_features <= _MAX_FIXED_FEATURES:
-        x = _flat(X)
-        y = _flat(Y)
-        if x.shape[0] > 0 and y.shape[0] > 0:
-            return _fixed_dispatch(x, y, W, b, start, stop, dW_part, db_part)
-    return _blocked_rows(X, Y, W, b, start, stop, residual, dW_part, db_part)
+    raise NotImplementedError("compiled code only")
+
+
+@overload(_loss_grad_rows)
+def _loss_grad_rows_overload(X, Y, W, b, start, stop, residual, dW_part, db_part, variant):
+    specialised = isinstance(variant, types.UniTuple) and variant.count > 0
+    if specialised and X.layout == "C" and Y.layout == "C":
+        def specialised_rows(X, Y, W, b, start, stop, residual, dW_part, db_part, variant):
+            return _fixed_rows(X.reshape(-1), Y.reshape(-1), W, b, start, stop, dW_part, db_part, variant)
+        return specialised_rows
+
+    def blocked_rows(X, Y, W, b, start, stop, residual, dW_part, db_part, variant):
+        return _blocked_rows(X, Y, W, b, start, stop, residual, dW_part, db_part)
+    return blocked_rows
 
 
 def _flat(a):
@@ -201,13 +213,15 @@ def _prefetch(typingctx, array, index):
     return types.void(array, index), codegen
 
 
-@njit(cache=True)
+# Plain Python where Python calls them (Workspace), inlined where compiled code does: the same rule, and
+# no compiled-function call (a cache load, or a compile) for Python's sake.
+@register_jitable
 def _block_rows(n_features):
     """Rows per block of the blocked kernel: a multiple of 4, _BLOCK_ELEMENTS elements or fewer (4 at least)."""
     return max(4, min(64, _BLOCK_ELEMENTS // n_features) // 4 * 4)
 
 
-@njit(cache=True)
+@register_jitable
 def _scratch_size(n_features, n_outputs):
     """float64 elements of the blocked kernel's scratch: a block of X, the weights and the block's residuals."""
     rows = _block_rows(n_features)
@@ -390,48 +404,6 @@ def _transposed_rows(xt, yt, W, b, start, stop, dW_part, db_part, zeros):
 
 
 @njit(cache=True)
-def _fixed_dispatch(x, y, W, b, start, stop, dW_part, db_part):
-    """_fixed_rows for W.shape[1] in 1.._MAX_FIXED_FEATURES: one compiled specialisation each."""
-    n_features = W.shape[1]
-    if n_features == 1:
-        return _fixed_rows(x, y, W, b, start, stop, dW_part, db_part, (0.0,))
-    if n_features == 2:
-        return _fixed_rows(x, y, W, b, start, stop, dW_part, db_part, (0.0, 0.0))
-    if n_features == 3:
-        return _fixed_rows(x, y, W, b, start, stop, dW_part, db_part, (0.0, 0.0, 0.0))
-    if n_features == 4:
-        return _fixed_rows(x, y, W, b, start, stop, dW_part, db_part, (0.0, 0.0, 0.0, 0.0))
-    if n_features == 5:
-        return _fixed_rows(x, y, W, b, start, stop, dW_part, db_part, (0.0, 0.0, 0.0, 0.0, 0.0))
-    if n_features == 6:
-        return _fixed_rows(x, y, W, b, start, stop, dW_part, db_part, (0.0, 0.0, 0.0, 0.0, 0.0, 0.0))
-    if n_features == 7:
-        return _fixed_rows(x, y, W, b, start, stop, dW_part, db_part, (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0))
-    return _fixed_rows(x, y, W, b, start, stop, dW_part, db_part, (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0))
-
-
-@njit(cache=True)
-def _transposed_dispatch(xt, yt, W, b, start, stop, dW_part, db_part):
-    """_transposed_rows for W.shape[1] in 1.._MAX_FIXED_FEATURES."""
-    n_features = W.shape[1]
-    if n_features == 1:
-        return _transposed_rows(xt, yt, W, b, start, stop, dW_part, db_part, (0.0,))
-    if n_features == 2:
-        return _transposed_rows(xt, yt, W, b, start, stop, dW_part, db_part, (0.0, 0.0))
-    if n_features == 3:
-        return _transposed_rows(xt, yt, W, b, start, stop, dW_part, db_part, (0.0, 0.0, 0.0))
-    if n_features == 4:
-        return _transposed_rows(xt, yt, W, b, start, stop, dW_part, db_part, (0.0, 0.0, 0.0, 0.0))
-    if n_features == 5:
-        return _transposed_rows(xt, yt, W, b, start, stop, dW_part, db_part, (0.0, 0.0, 0.0, 0.0, 0.0))
-    if n_features == 6:
-        return _transposed_rows(xt, yt, W, b, start, stop, dW_part, db_part, (0.0, 0.0, 0.0, 0.0, 0.0, 0.0))
-    if n_features == 7:
-        return _transposed_rows(xt, yt, W, b, start, stop, dW_part, db_part, (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0))
-    return _transposed_rows(xt, yt, W, b, start, stop, dW_part, db_part, (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0))
-
-
-@njit(cache=True)
 def _combine(dW, db, dW_parts, db_parts, loss_parts, n_chunks, n_elements):
     """Serial combine of the chunks' partial sums in chunk order 0, 1, ...: the loss; dW and db scaled."""
     n_outputs, n_features = dW.shape
@@ -453,12 +425,12 @@ def _combine(dW, db, dW_parts, db_parts, loss_parts, n_chunks, n_elements):
 
 
 @njit(cache=True)
-def _loss_grad_transposed(xt, yt, W, b, dW, db, chunk_rows, n_chunks, dW_parts, db_parts, loss_parts):
-    """_loss_grad's serial path on the transposed copy made by _gd_epochs: same chunks, same combine."""
+def _loss_grad_transposed(xt, yt, W, b, dW, db, chunk_rows, n_chunks, dW_parts, db_parts, loss_parts, zeros):
+    """_loss_grad's serial path on the transposed copy made by _gd_epochs_transposed: same chunks, same combine."""
     n_samples = yt.shape[0]
     for c in range(n_chunks):
-        loss_parts[c] = _transposed_dispatch(xt, yt, W, b, c * chunk_rows, min((c + 1) * chunk_rows, n_samples),
-                                             dW_parts[c], db_parts[c])
+        loss_parts[c] = _transposed_rows(xt, yt, W, b, c * chunk_rows, min((c + 1) * chunk_rows, n_samples),
+                                         dW_parts[c], db_parts[c], zeros)
     return _combine(dW, db, dW_parts, db_parts, loss_parts, n_chunks, n_samples * W.shape[0])
 
 
@@ -493,20 +465,22 @@ def _loss(X, Y, W, b, parallel, chunk_rows, n_chunks, loss_parts):
 
 
 @njit(parallel=True, cache=True)
-def _loss_grad(X, Y, W, b, dW, db, parallel, chunk_rows, n_chunks, residuals, dW_parts, db_parts, loss_parts):
+def _loss_grad(X, Y, W, b, dW, db, parallel, chunk_rows, n_chunks, residuals, dW_parts, db_parts, loss_parts,
+               variant):
+    """Loss, dW and db of all rows (module doc); ``variant`` (``kernel_variant``) is the row kernel it compiles."""
     n_samples = X.shape[0]
     n_outputs = W.shape[0]
     if parallel:
         for c in prange(n_chunks):
             loss_parts[c] = _loss_grad_rows(
                 X, Y, W, b, c * chunk_rows, min((c + 1) * chunk_rows, n_samples),
-                residuals[c], dW_parts[c], db_parts[c],
+                residuals[c], dW_parts[c], db_parts[c], variant,
             )
     else:
         for c in range(n_chunks):
             loss_parts[c] = _loss_grad_rows(
                 X, Y, W, b, c * chunk_rows, min((c + 1) * chunk_rows, n_samples),
-                residuals[c], dW_parts[c], db_parts[c],
+                residuals[c], dW_parts[c], db_parts[c], variant,
             )
     # Serial combine in chunk order 0, 1, ...: the summation order never depends on threads.
     return _combine(dW, db, dW_parts, db_parts, loss_parts, n_chunks, n_samples * n_outputs)
@@ -521,47 +495,70 @@ def is_divergent(value, first):
 
 
 @njit(cache=True)
+def _gd_update(epoch, value, loss_history, W, b, dW, db, lr, W_prev, b_prev):
+    """Record epoch's loss and take its update; False (nothing updated) when the loss diverged.
+
+    The update is ``W -= dW * lr`` in W's dtype, as torch does it. Divergence
+    (``is_divergent``): the parameters of the previous epoch (``W_prev``), whose loss was
+    finite, are then restored.
+    """
+    loss_history[epoch] = value
+    if is_divergent(value, loss_history[0] if epoch > 0 else value):
+        if epoch > 0:
+            W[:] = W_prev
+            b[:] = b_prev
+        return False
+    W_prev[:] = W
+    b_prev[:] = b
+    for o in range(W.shape[0]):
+        b[o] -= db[o] * lr
+        for f in range(W.shape[1]):
+            W[o, f] -= dW[o, f] * lr
+    return True
+
+
+# Full-batch gradient descent, the seeds' loop compiled, has one entry point per family of variants
+# (the caller, ``gd``, picks): each compiles only its own row kernel.
+
+
+@njit(cache=True)
 def _gd_epochs(X, Y, W, b, lr, loss_history, start, stop, dW, db, W_prev, b_prev,
-               parallel, chunk_rows, n_chunks, residuals, dW_parts, db_parts, loss_parts):
-    """Full-batch gradient descent for epochs [start, stop), the seeds' loop compiled.
+               parallel, chunk_rows, n_chunks, residuals, dW_parts, db_parts, loss_parts, variant):
+    """Full-batch gradient descent for epochs [start, stop) with the row kernel ``variant``.
 
     ``loss_history[e]`` is the loss before epoch e's update (as the seeds print
-    it; entries before ``start`` are those of earlier calls). The update is
-    ``W -= dW * lr`` in W's dtype, as torch does it. Stops at the first
-    non-finite or exploding loss, restoring the parameters of the previous epoch
-    (``W_prev``, kept across calls), whose loss was finite; returns the number
-    of epochs completed.
+    it; entries before ``start`` are those of earlier calls). Stops at the first
+    non-finite or exploding loss (``_gd_update``); returns the number of epochs completed.
+    """
+    for epoch in range(start, stop):
+        value = _loss_grad(X, Y, W, b, dW, db, parallel, chunk_rows, n_chunks,
+                           residuals, dW_parts, db_parts, loss_parts, variant)
+        if not _gd_update(epoch, value, loss_history, W, b, dW, db, lr, W_prev, b_prev):
+            return epoch - start
+    return stop - start
+
+
+@njit(cache=True)
+def _gd_epochs_transposed(X, Y, W, b, lr, loss_history, start, stop, dW, db, W_prev, b_prev,
+                          chunk_rows, n_chunks, dW_parts, db_parts, loss_parts, zeros):
+    """_gd_epochs for small specialised problems (seed 000's; ``use_transposed``), serial.
+
+    Keeps a transposed float64 copy of X and Y for all epochs: one copy, then each
+    epoch reads contiguous, cache-resident columns (benchmarks/README.md).
+    ``zeros``: n_features float64 zeros, the compile-time feature count.
     """
     n_samples, n_features = X.shape
-    # Small specialised problems (seed 000's) keep a transposed float64 copy for all epochs: one
-    # copy, then each epoch reads contiguous, cache-resident columns (benchmarks/README.md).
-    transposed = (not parallel and W.shape[0] == 1 and n_features <= _MAX_FIXED_FEATURES
-                  and n_samples * (n_features + 1) <= _TRANSPOSE_MAX_ELEMENTS)
-    xt = np.empty(n_features * n_samples if transposed else 0)
-    yt = np.empty(n_samples if transposed else 0)
-    if transposed:
-        for i in range(n_samples):
-            yt[i] = Y[i, 0]
-            for f in range(n_features):
-                xt[f * n_samples + i] = X[i, f]
+    xt = np.empty(n_features * n_samples)
+    yt = np.empty(n_samples)
+    for i in range(n_samples):
+        yt[i] = Y[i, 0]
+        for f in range(n_features):
+            xt[f * n_samples + i] = X[i, f]
     for epoch in range(start, stop):
-        if transposed:
-            value = _loss_grad_transposed(xt, yt, W, b, dW, db, chunk_rows, n_chunks, dW_parts, db_parts, loss_parts)
-        else:
-            value = _loss_grad(X, Y, W, b, dW, db, parallel, chunk_rows, n_chunks,
-                               residuals, dW_parts, db_parts, loss_parts)
-        loss_history[epoch] = value
-        if is_divergent(value, loss_history[0] if epoch > 0 else value):
-            if epoch > 0:
-                W[:] = W_prev
-                b[:] = b_prev
+        value = _loss_grad_transposed(xt, yt, W, b, dW, db, chunk_rows, n_chunks, dW_parts, db_parts, loss_parts,
+                                      zeros)
+        if not _gd_update(epoch, value, loss_history, W, b, dW, db, lr, W_prev, b_prev):
             return epoch - start
-        W_prev[:] = W
-        b_prev[:] = b
-        for o in range(W.shape[0]):
-            b[o] -= db[o] * lr
-            for f in range(W.shape[1]):
-                W[o, f] -= dW[o, f] * lr
     return stop - start
 
 
@@ -574,7 +571,7 @@ class Workspace:
     def __init__(self, n_samples: int, n_features: int, n_outputs: int, dtype: np.dtype) -> None:
         self.shape = (n_samples, n_features, n_outputs)
         self.chunk_rows, self.n_chunks = chunking(n_samples)
-        self.parallel = n_samples * n_features * n_outputs >= PARALLEL_MIN_WORK
+        self.parallel = parallel_pass(n_samples, n_features, n_outputs)
         # Per-chunk scratch of the blocked kernel (_loss_grad_rows allocates its own if this is too small).
         self.residuals = np.zeros((self.n_chunks, max(n_outputs, int(_scratch_size(n_features, n_outputs)))))
         self.dW_parts = np.zeros((self.n_chunks, n_outputs, n_features))
@@ -589,6 +586,36 @@ class Workspace:
     def chunk_args(self) -> tuple:
         return (self.parallel, self.chunk_rows, self.n_chunks,
                 self.residuals, self.dW_parts, self.db_parts, self.loss_parts)
+
+
+def kernel_variant(X: np.ndarray, Y: np.ndarray) -> tuple:
+    """The row kernel a full-batch pass over (X, Y) uses, as the value whose type selects it.
+
+    A tuple of n_features float64 zeros: the kernel specialised on n_features (one
+    output, at most _MAX_FIXED_FEATURES features, C-contiguous X and Y); ``()``: the
+    blocked kernel, any shape and layout. Chosen here, in Python, so that each
+    compiled entry point (``_loss_grad``, ``_gd_epochs``) compiles only this variant.
+    """
+    n_features, n_outputs = X.shape[1], Y.shape[1]
+    if n_outputs == 1 and n_features <= _MAX_FIXED_FEATURES and X.flags.c_contiguous and Y.flags.c_contiguous:
+        return (0.0,) * n_features
+    return ()
+
+
+def parallel_pass(n_samples: int, n_features: int, n_outputs: int) -> bool:
+    """Whether a pass over (n_samples, n_features) -> n_outputs walks its chunks in parallel (PARALLEL_MIN_WORK)."""
+    return n_samples * n_features * n_outputs >= PARALLEL_MIN_WORK
+
+
+def transposed_max_rows(n_features: int) -> int:
+    """The most rows whose transposed float64 copy (X and Y) full-batch GD keeps: _TRANSPOSE_MAX_ELEMENTS."""
+    return _TRANSPOSE_MAX_ELEMENTS // (n_features + 1)
+
+
+def use_transposed(n_samples: int, n_features: int, n_outputs: int, parallel: bool) -> bool:
+    """Whether full-batch GD takes ``_gd_epochs_transposed``: small specialised problems, walked serially."""
+    return (not parallel and n_outputs == 1 and n_features <= _MAX_FIXED_FEATURES
+            and n_samples <= transposed_max_rows(n_features))
 
 
 def _check(X: np.ndarray, Y: np.ndarray | None, W: np.ndarray, b: np.ndarray) -> np.dtype:
@@ -657,7 +684,7 @@ def loss_grad(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray,
     _check_output("dW", dW, W.shape, dtype)
     _check_output("db", db, b.shape, dtype)
     work = Workspace(X.shape[0], X.shape[1], W.shape[0], dtype)
-    return float(_loss_grad(X, Y, W, b, dW, db, *work.chunk_args()))
+    return float(_loss_grad(X, Y, W, b, dW, db, *work.chunk_args(), kernel_variant(X, Y)))
 
 
 def gd(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray, lr: float,
@@ -683,5 +710,11 @@ def gd(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray, lr: float,
         raise ValueError(f"workspace was made for {work.shape}, not {(X.shape[0], X.shape[1], W.shape[0])}")
     if work.W_prev is None or work.W_prev.shape != W.shape or work.W_prev.dtype != W.dtype:
         work.W_prev, work.b_prev = W.copy(), b.copy()
-    return int(_gd_epochs(X, Y, W, b, dtype.type(lr), loss_history, start, stop, work.dW, work.db,
-                          work.W_prev, work.b_prev, *work.chunk_args()))
+    n_samples, n_features = X.shape
+    lr = dtype.type(lr)
+    if use_transposed(n_samples, n_features, W.shape[0], work.parallel):
+        return int(_gd_epochs_transposed(X, Y, W, b, lr, loss_history, start, stop, work.dW, work.db, work.W_prev,
+                                         work.b_prev, work.chunk_rows, work.n_chunks, work.dW_parts, work.db_parts,
+                                         work.loss_parts, (0.0,) * n_features))
+    return int(_gd_epochs(X, Y, W, b, lr, loss_history, start, stop, work.dW, work.db,
+                          work.W_prev, work.b_prev, *work.chunk_args(), kernel_variant(X, Y)))

@@ -294,7 +294,8 @@ def _batch(X, Y, weights, order, start, stop, state, config, layouts, Wk, bk, W_
         bk[o] = b_eff[o]
         for f in range(Wk.shape[1]):
             Wk[o, f] = W_eff[o, f]
-    residuals, dW_parts, db_parts, loss_parts, weight_parts = work
+    # work's last item: kernels.cpu.kernel_variant(X, Y), the row kernel cpu._loss_grad compiles (by its type).
+    residuals, dW_parts, db_parts, loss_parts, weight_parts, variant = work
     n = stop - start
     layout = 0
     for k in range(layouts.shape[0]):
@@ -304,7 +305,7 @@ def _batch(X, Y, weights, order, start, stop, state, config, layouts, Wk, bk, W_
     if order.shape[0] == 0 and weights.shape[0] == 0 and start == 0 and n == X.shape[0]:
         # Whole data set, in order, unweighted: the streaming kernel of kernels.cpu.
         value = cpu._loss_grad(X, Y, Wk, bk, dW, db, parallel, chunk_rows, n_chunks,
-                               residuals, dW_parts, db_parts, loss_parts)
+                               residuals, dW_parts, db_parts, loss_parts, variant)
         batch_weight = np.float64(n)
     else:
         value, batch_weight = _gather_loss_grad(X, Y, Wk, bk, order, weights, start, stop, dW, db, parallel,
@@ -347,7 +348,10 @@ def _apply_step(state, dW, db, value, config, lr):
     counters = state.counters
     counters[K_STEP] += 1
     step = counters[K_STEP]
-    _optimizer_step(state.W.reshape(-1), dW.reshape(-1), state.buffers_W.reshape(4, -1), step, lr, config, True)
+    # Explicit sizes: reshape(..., -1) compiles numba's error formatting (seconds of a first fit).
+    size = state.W.size
+    _optimizer_step(state.W.reshape(size), dW.reshape(size), state.buffers_W.reshape(4, size), step, lr, config,
+                    True)
     _optimizer_step(state.b, db, state.buffers_b, step, lr, config, False)
     return value, True
 
@@ -439,7 +443,7 @@ def _train_epochs(X, Y, rows, weights, val_rows, state, config, lr_by_epoch, fir
         done += 1
         metric = loss_history[run_epoch]
         if config.early_stopping:
-            metric, _ = _batch(X, Y, weights, val_rows, 0, val_rows.shape[0], state, config,
+            metric, _ = _batch(X, Y, weights, val_rows, np.int64(0), val_rows.shape[0], state, config,
                                val_layouts, Wk, bk, W_eff, b_eff, dW, db, work)
             val_history[run_epoch] = metric
         if _stopping_rule(metric, lr, state, config):

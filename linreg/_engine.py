@@ -229,7 +229,8 @@ class EngineRun(_CompiledRun):
         max_chunks = int(max(self.layouts[:, 3].max(), self.val_layouts[:, 3].max()))
         scratch = max(n_outputs, int(cpu._scratch_size(n_features, n_outputs)))  # what cpu._loss_grad's rows need
         self.work = (np.zeros((max_chunks, scratch)), np.zeros((max_chunks, n_outputs, n_features)),
-                     np.zeros((max_chunks, n_outputs)), np.zeros(max_chunks), np.zeros(max_chunks))
+                     np.zeros((max_chunks, n_outputs)), np.zeros(max_chunks), np.zeros(max_chunks),
+                     cpu.kernel_variant(X, Y))  # the row kernel cpu._loss_grad compiles, chosen here
         self.config = engine_config(spec, batch_size=batch, seed=seed, standardize=state.standardize,
                                     early_stopping=validates)
         self.order = np.empty(n_train, np.int64)

@@ -62,6 +62,8 @@ class FittedState:
     validation_loss_history: np.ndarray | None = None
     #: The Gram statistics of the whole training data, when the fit computed them (for inference).
     statistics: Statistics | None = None
+    #: Seconds spent compiling (or loading from the cache) the fit's kernels before it trained.
+    compile_seconds: float = 0.0
 
     @property
     def n_features(self) -> int:
@@ -307,7 +309,7 @@ def run_blocks(run: GDRun, epochs: int, *, progress: bool = False, desc: str = "
                         bar.set_postfix(loss=f"{history[-1]:.6g}", refresh=False)
                 if every and done and run.n_done % every == 0 and not run.diverged:
                     checkpointing.write(run)
-                if interrupt.is_set():
+                if interruptible and interrupt.is_set():
                     if checkpointing:
                         checkpointing.write(run)
                     return True

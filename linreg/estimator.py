@@ -159,9 +159,16 @@ class LinearRegressor:
         # separate pass over X, and locates the first bad entry only then.
         fused_check = spec.solver in ("normal", "gram") and self.backend == "cpu"
         source, one_output, names = self._check_data(X, y, sample_weight, finite=not fused_check)
+        # Compile (or load) this fit's kernels first, timed apart from training; Ctrl-C here leaves the model
+        # untouched, with a message saying nothing was trained.
+        from linreg import compilation  # imports numba: not at import linreg
+
+        preparation = compilation.prepare_fit(self, source.X, source.Y, source.weights, validated=True)
         self._partial_session = None  # a later partial_fit continues from this fit's coef_
         outcome = driver.fit(spec, self.get_params(), source, one_output=one_output, feature_names=names,
-                             previous=self.fitted_state() if hasattr(self, "coef_") else None, resume=resume)
+                             previous=self.fitted_state() if hasattr(self, "coef_") else None, resume=resume,
+                             interruptible=not compilation.warming_up())
+        outcome.state.compile_seconds = preparation.seconds
         self.load_fitted_state(outcome.state)
         outcome.raise_error()
         return self
@@ -213,6 +220,7 @@ class LinearRegressor:
         self.n_iter_ = int(state.n_iter)
         self.stop_reason_ = state.stop_reason
         self.lr_ = state.lr  # None for solver="normal": no learning rate
+        self.compile_seconds_ = state.compile_seconds
         return self
 
     # -- using the fit ------------------------------------------------------------------------

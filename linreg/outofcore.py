@@ -487,7 +487,7 @@ class _Sums:
             work = self._workspaces[n] = cpu.Workspace(n, X.shape[1], Y.shape[1], X.dtype)
         cpu.launch_threads()
         n_outputs = Y.shape[1]
-        loss = cpu._loss_grad(X, Y, W, b, self._dW, self._db, *work.chunk_args())
+        loss = cpu._loss_grad(X, Y, W, b, self._dW, self._db, *work.chunk_args(), cpu.kernel_variant(X, Y))
         unscale = n * n_outputs  # the kernel returns means; the sums of several chunks must add
         return np.concatenate([[loss * unscale, n], (self._dW * (unscale / 2)).ravel(), self._db * (unscale / 2)])
 

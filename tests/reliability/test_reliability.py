@@ -12,7 +12,7 @@ import pytest
 from helpers import random_problem
 
 import linreg
-from linreg import LinearRegressor
+from linreg import LinearRegressor, compilation
 
 # -- divergence ---------------------------------------------------------------------------------
 
@@ -52,6 +52,8 @@ def interrupt_soon(delay):
 def test_ctrl_c_leaves_the_last_completed_epoch(params):
     X, y = linreg.datasets.seed_linear(n_samples=50_000, random_state=0)
     model = LinearRegressor(epochs=10**7, **params)
+    # Compile first (an empty cache, as in CI, takes seconds): the interrupt must land in training, not compiling.
+    compilation.prepare_fit(model, X, y)
     timer = interrupt_soon(1.0)
     with pytest.raises(KeyboardInterrupt, match="interrupted after epoch"):
         model.fit(X, y)
