@@ -495,6 +495,16 @@ def is_divergent(value, first):
 
 
 @njit(cache=True)
+def copy_params(W_to, b_to, W_from, b_from):
+    """``W_to[:] = W_from`` and ``b_to[:] = b_from`` element by element: shapes match by construction, and
+    a slice assignment would compile numba's shape-mismatch error path (about a second of a first fit)."""
+    for o in range(W_to.shape[0]):
+        b_to[o] = b_from[o]
+        for f in range(W_to.shape[1]):
+            W_to[o, f] = W_from[o, f]
+
+
+@njit(cache=True)
 def _gd_update(epoch, value, loss_history, W, b, dW, db, lr, W_prev, b_prev):
     """Record epoch's loss and take its update; False (nothing updated) when the loss diverged.
 
@@ -505,11 +515,9 @@ def _gd_update(epoch, value, loss_history, W, b, dW, db, lr, W_prev, b_prev):
     loss_history[epoch] = value
     if is_divergent(value, loss_history[0] if epoch > 0 else value):
         if epoch > 0:
-            W[:] = W_prev
-            b[:] = b_prev
+            copy_params(W, b, W_prev, b_prev)
         return False
-    W_prev[:] = W
-    b_prev[:] = b
+    copy_params(W_prev, b_prev, W, b)
     for o in range(W.shape[0]):
         b[o] -= db[o] * lr
         for f in range(W.shape[1]):

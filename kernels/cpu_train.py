@@ -287,30 +287,53 @@ def _to_optimizer_space(dW, db, mu, sigma, standardize):
 
 
 @njit(cache=True)
-def _batch(X, Y, weights, order, start, stop, state, config, layouts, Wk, bk, W_eff, b_eff, dW, db, work):
-    """Loss, float64 gradients with respect to the optimiser's parameters, and the batch weight sum."""
+def _kernel_params(state, config, Wk, bk, W_eff, b_eff):
+    """The parameters in original units (float64 W_eff, b_eff) and in the data's dtype (Wk, bk)."""
     _effective_params(state.W, state.b, state.mu, state.sigma, config.standardize, W_eff, b_eff)
     for o in range(Wk.shape[0]):
         bk[o] = b_eff[o]
         for f in range(Wk.shape[1]):
             Wk[o, f] = W_eff[o, f]
-    # work's last item: kernels.cpu.kernel_variant(X, Y), the row kernel cpu._loss_grad compiles (by its type).
-    residuals, dW_parts, db_parts, loss_parts, weight_parts, variant = work
-    n = stop - start
+
+
+@njit(cache=True)
+def _layout(layouts, n):
+    """(parallel, chunk_rows, n_chunks) of a batch of n rows (``_engine._layouts``)."""
     layout = 0
     for k in range(layouts.shape[0]):
         if layouts[k, 0] == n:
             layout = k
-    parallel, chunk_rows, n_chunks = layouts[layout, 1] != 0, layouts[layout, 2], layouts[layout, 3]
+    return layouts[layout, 1] != 0, layouts[layout, 2], layouts[layout, 3]
+
+
+@njit(cache=True)
+def _whole_batch(X, Y, state, config, layouts, Wk, bk, W_eff, b_eff, dW, db, work):
+    """``_batch`` over all of X in order, unweighted: the streaming kernel of kernels.cpu (full-batch fits, which
+    then never compile the gather kernel)."""
+    _kernel_params(state, config, Wk, bk, W_eff, b_eff)
+    # work's last item: kernels.cpu.kernel_variant(X, Y), the row kernel cpu._loss_grad compiles (by its type).
+    residuals, dW_parts, db_parts, loss_parts, weight_parts, variant = work
+    n = X.shape[0]
+    parallel, chunk_rows, n_chunks = _layout(layouts, n)
+    value = cpu._loss_grad(X, Y, Wk, bk, dW, db, parallel, chunk_rows, n_chunks, residuals, dW_parts, db_parts,
+                           loss_parts, variant)
+    _to_optimizer_space(dW, db, state.mu, state.sigma, config.standardize)
+    return value, np.float64(n)
+
+
+@njit(cache=True)
+def _batch(X, Y, weights, order, start, stop, state, config, layouts, Wk, bk, W_eff, b_eff, dW, db, work):
+    """Loss, float64 gradients with respect to the optimiser's parameters, and the batch weight sum, for the
+    positions [start, stop) of ``order`` (rows in order if empty), weighted."""
+    n = stop - start
     if order.shape[0] == 0 and weights.shape[0] == 0 and start == 0 and n == X.shape[0]:
-        # Whole data set, in order, unweighted: the streaming kernel of kernels.cpu.
-        value = cpu._loss_grad(X, Y, Wk, bk, dW, db, parallel, chunk_rows, n_chunks,
-                               residuals, dW_parts, db_parts, loss_parts, variant)
-        batch_weight = np.float64(n)
-    else:
-        value, batch_weight = _gather_loss_grad(X, Y, Wk, bk, order, weights, start, stop, dW, db, parallel,
-                                                chunk_rows, n_chunks, residuals, dW_parts, db_parts,
-                                                loss_parts, weight_parts)
+        return _whole_batch(X, Y, state, config, layouts, Wk, bk, W_eff, b_eff, dW, db, work)
+    _kernel_params(state, config, Wk, bk, W_eff, b_eff)
+    residuals, dW_parts, db_parts, loss_parts, weight_parts, variant = work
+    parallel, chunk_rows, n_chunks = _layout(layouts, n)
+    value, batch_weight = _gather_loss_grad(X, Y, Wk, bk, order, weights, start, stop, dW, db, parallel,
+                                            chunk_rows, n_chunks, residuals, dW_parts, db_parts,
+                                            loss_parts, weight_parts)
     _to_optimizer_space(dW, db, state.mu, state.sigma, config.standardize)
     return value, batch_weight
 
@@ -343,8 +366,7 @@ def _apply_step(state, dW, db, value, config, lr):
     value += _penalty(state.W, dW, config.penalty, config.alpha, config.l1_ratio)
     if _diverged(value, state.scalars):
         return value, False
-    state.prev_W[:] = state.W
-    state.prev_b[:] = state.b
+    cpu.copy_params(state.prev_W, state.prev_b, state.W, state.b)
     counters = state.counters
     counters[K_STEP] += 1
     step = counters[K_STEP]
@@ -360,8 +382,7 @@ def _apply_step(state, dW, db, value, config, lr):
 def _diverge(state, loss_history, index, value):
     """What a divergence leaves: the parameters before the last step, the diverging objective recorded."""
     if state.counters[K_STEP] > 0:
-        state.W[:] = state.prev_W
-        state.b[:] = state.prev_b
+        cpu.copy_params(state.W, state.b, state.prev_W, state.prev_b)
     loss_history[index] = value
     state.counters[K_STOP] = STOP_DIVERGED
 
@@ -385,8 +406,7 @@ def _stopping_rule(metric, lr, state, config):
     if metric < scalars[S_BEST]:
         scalars[S_BEST] = metric
         if config.early_stopping:
-            state.best_W[:] = state.W
-            state.best_b[:] = state.b
+            cpu.copy_params(state.best_W, state.best_b, state.W, state.b)
     if counters[K_NO_IMPROVE] < config.n_iter_no_change:
         return False
     if config.adaptive and lr > ADAPTIVE_MIN_LR:
@@ -394,19 +414,20 @@ def _stopping_rule(metric, lr, state, config):
         counters[K_NO_IMPROVE] = 0
         return False
     if config.early_stopping:
-        state.W[:] = state.best_W
-        state.b[:] = state.best_b
+        cpu.copy_params(state.W, state.b, state.best_W, state.best_b)
     counters[K_STOP] = STOP_ADAPTIVE if config.adaptive else (STOP_EARLY if config.early_stopping else STOP_TOL)
     return True
 
 
 @njit(cache=True)
 def _train_epochs(X, Y, rows, weights, val_rows, state, config, lr_by_epoch, first_epoch, n_epochs,
-                  loss_history, val_history, layouts, val_layouts, order, scratch, work):
+                  loss_history, val_history, layouts, val_layouts, order, scratch, work, gather):
     """Run up to ``n_epochs`` epochs over the rows of (X, Y) from epoch ``counters[K_EPOCH]``; return the number
     completed.
 
     ``lr_by_epoch``, ``loss_history`` and ``val_history`` are indexed by epoch - first_epoch.
+    ``gather`` None: every step is the whole data in order, unweighted; ``val_rows`` None: no early stopping
+    (each None is typed, so numba compiles the loop without the kernels it would not call).
     ``scratch`` = (Wk, bk, W_eff, b_eff, dW, db): parameters in the data's dtype, in original units, gradients.
     Stops early (``counters[K_STOP]``) on ``_stopping_rule`` or on divergence (``_diverge``).
     """
@@ -428,8 +449,11 @@ def _train_epochs(X, Y, rows, weights, val_rows, state, config, lr_by_epoch, fir
         epoch_weight = 0.0
         for start in range(0, n_train, batch_size):
             stop = min(start + batch_size, n_train)
-            value, batch_weight = _batch(X, Y, weights, batch_rows, start, stop, state, config,
-                                         layouts, Wk, bk, W_eff, b_eff, dW, db, work)
+            if gather is None:  # full batch, in order, unweighted: this compiles without the gather kernel
+                value, batch_weight = _whole_batch(X, Y, state, config, layouts, Wk, bk, W_eff, b_eff, dW, db, work)
+            else:
+                value, batch_weight = _batch(X, Y, weights, batch_rows, start, stop, state, config,
+                                             layouts, Wk, bk, W_eff, b_eff, dW, db, work)
             if batch_weight == 0.0:
                 continue  # all weights 0: nothing to learn from this batch, and no step
             value, stepped = _apply_step(state, dW, db, value, config, lr)
@@ -442,7 +466,7 @@ def _train_epochs(X, Y, rows, weights, val_rows, state, config, lr_by_epoch, fir
         counters[K_EPOCH] += 1
         done += 1
         metric = loss_history[run_epoch]
-        if config.early_stopping:
+        if val_rows is not None:  # None (no early stopping) compiles without the validation pass
             metric, _ = _batch(X, Y, weights, val_rows, np.int64(0), val_rows.shape[0], state, config,
                                val_layouts, Wk, bk, W_eff, b_eff, dW, db, work)
             val_history[run_epoch] = metric

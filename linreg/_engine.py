@@ -234,6 +234,9 @@ class EngineRun(_CompiledRun):
         self.config = engine_config(spec, batch_size=batch, seed=seed, standardize=state.standardize,
                                     early_stopping=validates)
         self.order = np.empty(n_train, np.int64)
+        # Every step the whole data in order, unweighted: None, so the compiled loop has no gather kernel.
+        whole = batch == n_train == X.shape[0] and self.weights.shape[0] == 0
+        self.gather = None if whole else True
         dtype = X.dtype
         # Wk, bk (the data's dtype), W_eff, b_eff, dW, db (float64)
         self.scratch = (np.empty((n_outputs, n_features), dtype), np.empty(n_outputs, dtype),
@@ -246,9 +249,9 @@ class EngineRun(_CompiledRun):
             return 0
         cpu.launch_threads()
         done = cpu_train._train_epochs(
-            self.X, self.Y, self.rows, self.weights, self.val_rows, self.state.arrays, self.config,
-            self.lr_by_epoch, self.first_epoch, n_epochs, self.loss_history, self.val_history, self.layouts,
-            self.val_layouts, self.order, self.scratch, self.work)
+            self.X, self.Y, self.rows, self.weights, self.val_rows if self.validates else None, self.state.arrays,
+            self.config, self.lr_by_epoch, self.first_epoch, n_epochs, self.loss_history, self.val_history,
+            self.layouts, self.val_layouts, self.order, self.scratch, self.work, self.gather)
         return self._after_advance(done)
 
 
