@@ -32,9 +32,11 @@ optimiser, penalty, schedule and standardisation are the in-memory engine's):
   column moments are per-chunk weighted means and centred sums of squares,
   combined exactly with Chan et al.'s parallel formula ``M2 = sum_c M2_c +
   w_c (mean_c - mean)^2`` (one pass, no cancellation). ``"gram"`` then runs
-  the in-memory engine on those statistics (its epochs never touch the data).
+  the Gram loop (``_engine.GramRun``) on those statistics (its epochs never touch the data).
 * ``tol``, ``n_iter_no_change``, every schedule including ``"adaptive"``: on the
-  epoch loss, with the engine's rule.
+  epoch loss, with the engine's own compiled rule (``Stepper.stopping_rule``).
+* The fit itself (initial parameters, statistics pass, solve or run, the block loop)
+  is ``linreg.driver.fit`` with ``Streamed`` as its source, as every fit.
 * Not out of core: ``early_stopping`` (it needs a random validation subset of
   rows held apart for every epoch) and ``backend="torch"``: a ValueError, never
   a silent fallback.
