@@ -132,6 +132,8 @@ def _gather_block_rows(X, Y, W, b, rows, weights, start, stop, scratch, dW_part,
                 r = rb[k * n_outputs + o]
                 total += s * r * r
                 rb[k * n_outputs + o] = s * r
+        # The rank-1 accumulation of kernels.cpu._blocked_rows, written out again on purpose: as a shared
+        # function it ran 4.5x slower here (benchmarks/README.md).
         for o in range(n_outputs):
             sums = 0.0
             for k in range(m):

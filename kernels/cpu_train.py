@@ -433,7 +433,7 @@ def _train_epochs(X, Y, rows, weights, val_rows, state, config, lr_by_epoch, fir
     """
     Wk, bk, W_eff, b_eff, dW, db = scratch
     n_train = rows.shape[0] if rows.shape[0] > 0 else X.shape[0]
-    batch_size = min(config.batch_size, n_train) if config.batch_size > 0 else n_train
+    batch_size = config.batch_size  # rows per batch, clamped once (training.batch_rows)
     counters, scalars = state.counters, state.scalars
     done = 0
     for _ in range(n_epochs):

@@ -36,6 +36,12 @@ class EngineState:
             counters=np.zeros(4, np.int64), scalars=np.array([np.inf, 1.0, np.nan]),  # best, lr factor, first loss
             best_W=W.copy(), best_b=b.copy(), prev_W=W.copy(), prev_b=b.copy())
 
+    @classmethod
+    def raw(cls, W: np.ndarray, b: np.ndarray) -> EngineState:
+        """The state of parameters on the raw (not standardised) features."""
+        n_features = W.shape[1]
+        return cls(W, b, np.zeros(n_features), np.ones(n_features), False)
+
     def __getattr__(self, name: str):  # W, b, mu, sigma, buffers_W, ..., counters, scalars
         arrays = self.__dict__.get("arrays")
         if arrays is not None and name in arrays._fields:

@@ -127,6 +127,8 @@ class InMemory:
                                                                                              self.weights)
         elif gram:
             stats.G, stats.C, stats.yy = cpu_train.gram(self.X, self.Y, rows, self.weights)
+        if rows is None:
+            stats.n_samples, stats.weighted = self.n_samples, self.weighted
         if gram and not self.checked_finite and not all(np.isfinite(a).all() for a in (stats.G, stats.C, stats.yy)):
             check.check_X_y_finite(self.X, self.Y, self.y_was_1d)  # names the first NaN/Inf (else: overflow)
         return stats
@@ -205,9 +207,8 @@ def fit(spec: Spec, params: dict[str, Any], source, *, one_output: bool, feature
     if (not unsupported or auto_step_only) and not source.streams:  # the seeds' plain loop, on any backend
         lr = spec.lr
         if auto_step_only:
-            stats = source.statistics(None, gram=True, moments=False)
-            statistics = dataclasses.replace(stats, n_samples=source.n_samples, weighted=False)
-            lr = training.auto_lr(spec, stats.G, stats.weight_total, n_outputs)
+            statistics = source.statistics(None, gram=True, moments=False)
+            lr = training.auto_lr(spec, statistics, *training.standardization(statistics, False, n_features))
         lr = float(lr)
         run = backend.start_gd(source.X, source.Y, W0, b0, lr, spec.epochs)
     elif backend.name != "cpu" and unsupported == ["lr='auto'"]:
@@ -226,7 +227,7 @@ def fit(spec: Spec, params: dict[str, Any], source, *, one_output: bool, feature
         if need_gram or spec.standardize:
             stats = source.statistics(rows, gram=need_gram, moments=spec.standardize, centred=exact)
         if need_gram and rows is None:  # all the rows: kept for inference (linreg.inference)
-            statistics = dataclasses.replace(stats.uncentred(), n_samples=source.n_samples, weighted=source.weighted)
+            statistics = stats.uncentred()
         mu, sigma = training.standardization(stats, spec.standardize, n_features)
         if exact:
             W, b, objective = training.normal_solution(spec, stats.G, stats.C, stats.yy, stats.weight_total, mu,
@@ -234,13 +235,8 @@ def fit(spec: Spec, params: dict[str, Any], source, *, one_output: bool, feature
             state = _fitted(W, b, np.array([objective]), 1, codes.RUNNING, None, statistics=statistics,
                             **finishing)
             return Outcome(state)
-        lr = spec.lr
-        if lr == "auto":
-            T = training.standardizing_map(mu, sigma) if spec.standardize else np.eye(n_features + 1)
-            lr = training.auto_lr(spec, T.T @ stats.G @ T, stats.weight_total, n_outputs)
-        lr = float(lr)
-        engine_state = EngineState(np.asarray(W0, np.float64), np.asarray(b0, np.float64), mu, sigma,
-                                   spec.standardize)
+        lr = float(training.auto_lr(spec, stats, mu, sigma) if spec.lr == "auto" else spec.lr)
+        engine_state = EngineState(W0, b0, mu, sigma, spec.standardize)
         if spec.solver == "gram":
             validation = (source.statistics(val_rows, gram=True, moments=False) if val_rows is not None else None)
             run = GramRun(stats, spec, engine_state, lr, spec.epochs, validation=validation)
@@ -265,9 +261,7 @@ def engine_run(params: dict[str, Any], X: np.ndarray, Y: np.ndarray, *, seed: in
     spec = options.make_spec(params)
     source = InMemory(X, Y, None)
     W0, b0 = initial_params(params, source.n_features, source.n_outputs, source.dtype, None)
-    state = EngineState(W0.astype(np.float64), b0.astype(np.float64), np.zeros(source.n_features),
-                        np.ones(source.n_features), False)
-    return source.start_gd(spec, state, float(spec.lr), None, None, seed)
+    return source.start_gd(spec, EngineState.raw(W0, b0), float(spec.lr), None, None, seed)
 
 
 # --------------------------------------------------------------------------- the block loop
@@ -500,12 +494,11 @@ def partial_fit(spec: Spec, params: dict[str, Any], source: InMemory, session: P
             W0, b0 = current.coef, current.intercept
         else:
             W0, b0 = initial_params(params, n_features, n_outputs, source.dtype, None)
-        state = EngineState(W0.astype(np.float64), b0.astype(np.float64), np.zeros(n_features), np.ones(n_features),
-                            False)
+        state = EngineState.raw(W0, b0)
         lr = spec.lr
         if params["lr"] is None and lr == "auto":  # the default step: the first batch's curvature
             stats = source.statistics(None, gram=True, moments=False)
-            lr = training.auto_lr(spec, stats.G, stats.weight_total, n_outputs)
+            lr = training.auto_lr(spec, stats, *training.standardization(stats, False, n_features))
         session = PartialSession(state, new_seed(params), [], float(lr))
     # One epoch per call; the cosine period stays the configured one (t_max, else epochs).
     single = dataclasses.replace(spec, tol=None, early_stopping=False, epochs=1, t_max=spec.t_max or spec.epochs,

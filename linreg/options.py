@@ -374,10 +374,6 @@ def _check_combinations(spec: Spec) -> None:
 # --------------------------------------------------------------------------- linreg train's flags
 
 
-def _dest(option: Option) -> str:
-    return option.name
-
-
 def add_flags(parser: argparse.ArgumentParser) -> None:
     """One ``linreg train`` flag per option that has one (same names, dashes for underscores), defaults from
     ``OPTIONS``; values are checked by fit, as from Python."""

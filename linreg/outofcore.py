@@ -664,6 +664,7 @@ class Streamed:
         # Chunks and ranks sum statistics about 0 (centred is a request, not a requirement).
         started = time.perf_counter()
         stats = statistics_pass(self.reader, self.team, gram=gram, moments=moments)
+        stats.n_samples, stats.weighted = self.n_samples, self.weighted  # every rank's rows
         self.statistics_seconds += time.perf_counter() - started
         return stats
 

@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-from linreg.kernels.codes import RUNNING, STOP_DIVERGED, STOP_REASONS  # noqa: F401  (plain constants, no numba)
+from linreg.kernels.codes import RUNNING, STOP_DIVERGED  # plain constants: no numba import
 
 
 class GDRun(ABC):

@@ -122,14 +122,18 @@ def standardizing_map(mu: np.ndarray, sigma: np.ndarray) -> np.ndarray:
     return T
 
 
-def auto_lr(spec: Spec, G: np.ndarray, weight_total: float, n_outputs: int) -> float:
+def auto_lr(spec: Spec, statistics: Statistics, mu: np.ndarray, sigma: np.ndarray) -> float:
     """1 / L, L the largest eigenvalue of the objective's Hessian 2/(n_outputs * sum s) * G (+ alpha's L2 part
-    and weight_decay).
+    and weight_decay), in the optimiser's coordinates (standardised by (mu, sigma) with ``spec.standardize``).
 
     A step of 1/L never increases a quadratic objective along any eigen-direction
     (the factor 1 - lr * lambda stays in [0, 1)), so full-batch gradient descent cannot diverge.
     """
-    hessian = 2.0 / (n_outputs * weight_total) * G
+    G = statistics.uncentred().G
+    if spec.standardize:
+        T = standardizing_map(mu, sigma)
+        G = T.T @ G @ T
+    hessian = 2.0 / (statistics.C.shape[1] * statistics.weight_total) * G
     largest = float(np.linalg.eigvalsh(hessian)[-1]) + spec.alpha * (1.0 - spec.l1_share) * (spec.penalty is not None)
     # torch-style weight decay adds weight_decay * W to the gradient: curvature too.
     return 1.0 / (largest + spec.weight_decay)
