@@ -1053,6 +1053,10 @@ def run_report(out: Path | str, quick: bool = False, providers: tuple[str, ...] 
 
 
 def _handle(args: argparse.Namespace) -> int:
+    if args.gpu:  # the GPU section (benchmarks/gpu.py): our CUDA kernels against torch CUDA on this device
+        import gpu
+
+        return gpu.main(args.out, args.quick)
     providers = tuple(args.providers.split(",")) if args.providers else PROVIDERS
     unknown = [p for p in providers if p not in PROVIDERS]
     if unknown:
@@ -1075,6 +1079,9 @@ def add_report_parser(commands) -> argparse.ArgumentParser:
     report.add_argument("--targets", action="store_true",
                         help="only the cases the issue's targets are judged on (W1, W2 2e6x32, W3, W4, W5)")
     report.add_argument("--no-cold-start", action="store_true", help="skip the new-process start-up measurements")
+    report.add_argument("--gpu", action="store_true",
+                        help="the GPU section only: every workload with a cuda provider against torch CUDA, and the "
+                             "device's copy bandwidth (needs a GPU; writes gpu-report.md, gpu-results.json)")
     report.set_defaults(handler=_handle)
     return report
 
