@@ -381,10 +381,10 @@ def _apply_step(state, dW, db, value, config, lr):
     counters = state.counters
     counters[K_STEP] += 1
     step = counters[K_STEP]
-    # Explicit sizes: reshape(..., -1) compiles numba's error formatting (seconds of a first fit).
-    size = state.W.size
-    _optimizer_step(state.W.reshape(size), dW.reshape(size), state.buffers_W.reshape(4, size), step, lr, config,
-                    True)
+    # Row by row (each element's update is independent, so the same bits as one flat pass): a reshape would
+    # call numba's C helper numba_attempt_nocopy_reshape, which the CUDA target (kernels.cuda_train) lacks.
+    for o in range(state.W.shape[0]):
+        _optimizer_step(state.W[o], dW[o], state.buffers_W[:, o], step, lr, config, True)
     _optimizer_step(state.b, db, state.buffers_b, step, lr, config, False)
     return value, True
 

@@ -829,6 +829,6 @@ def kernel_signatures(dtype: np.dtype) -> list[tuple[str, object, tuple]]:
     ]
     own = [(name, getattr(kernel, "py_func", kernel), argtypes) for name, kernel, argtypes in entries]
     # The other CUDA modules' kernels, so that the compile check and kernels.report cover every kernel.
-    from . import cuda_bandwidth
+    from . import cuda_bandwidth, cuda_train
 
-    return own + cuda_bandwidth.kernel_signatures(dtype)
+    return own + cuda_train.kernel_signatures(dtype) + cuda_bandwidth.kernel_signatures(dtype)
