@@ -1,12 +1,13 @@
 """The GPU section of the performance report: ``linreg report --gpu [--quick] [--out DIR]``.
 
 On one GPU, for every workload that has a ``linreg-cuda`` provider (W1 the seed
-fit, W2 full-batch epochs over a size sweep, W4 a multi-output epoch), times in
-turns (``harness.time_interleaved``, one process, same device):
+fit, W2 full-batch epochs over a size sweep, W3 a mini-batch epoch, W4 a
+multi-output epoch, W5 the exact solve), times in turns
+(``harness.time_interleaved``, one process, same device):
 
 * ``linreg-cuda``: our CUDA kernels (``harness.prepare``, data resident on the device);
 * ``torch-cuda-seed``: the seeds' autograd loop on CUDA tensors;
-* ``torch-cuda-sgd``: ``torch.nn.Linear`` + ``torch.optim.SGD`` on CUDA tensors;
+* ``torch-cuda-sgd``: ``torch.nn.Linear`` + ``torch.optim.SGD`` on CUDA tensors (W5: ``torch.linalg.lstsq``);
 
 and measures the device's copy bandwidth in the same run (``kernels.cuda_bandwidth``),
 so each epoch's achieved GB/s (bytes of X and Y over the epoch time) is a
@@ -43,11 +44,13 @@ def gpu_cases(quick: bool = False) -> list[Case]:
     """The workloads with a cuda provider. Quick: small sizes, for a first look in seconds."""
     if quick:
         return [harness.W1_CASE, Case("W2", 100_000, 32, 1, "float32"), Case("W2", 1_000_000, 32, 1, "float32"),
-                Case("W2", 1_000_000, 32, 1, "float64"), Case("W4", 100_000, 64, 8, "float32")]
+                Case("W2", 1_000_000, 32, 1, "float64"), Case("W3", 20_000, 32, 1, "float32"),
+                Case("W4", 100_000, 64, 8, "float32"), Case("W5", 100_000, 32, 1, "float64")]
     sweep = [Case("W2", n, f, 1, "float32") for f in (5, 32, 128) for n in (100_000, 1_000_000, 4_000_000)]
     sweep += [harness.W2_TARGET, Case("W2", 16_000_000, 32, 1, "float32")]
     sweep += [Case("W2", 1_000_000, 32, o, "float64") for o in (1, 8)]
-    return [harness.W1_CASE, *sweep, harness.W4_CASE]
+    # W3 on 200,000 rows (781 steps an epoch): the full size's 3,906 steps would take most of the time budget.
+    return [harness.W1_CASE, *sweep, Case("W3", 200_000, 32, 1, "float32"), harness.W4_CASE, harness.W5_CASE]
 
 
 def require_gpu() -> None:
@@ -106,6 +109,36 @@ def _torch_provider(provider: str, case: Case, X: np.ndarray, Y: np.ndarray) -> 
     device = torch.device("cuda")
     x, t = torch.from_numpy(X).to(device), torch.from_numpy(Y).to(device)
     n_outputs, n_features = Y.shape[1], X.shape[1]
+    if case.workload == "W5":
+        if provider != "torch-cuda-sgd":
+            raise Unavailable("W5 (exact least squares) is compared with torch.linalg.lstsq on the device only")
+
+        def solve():
+            A = torch.cat([x, torch.ones((x.shape[0], 1), dtype=x.dtype, device=device)], dim=1)
+            solution = torch.linalg.lstsq(A, t).solution
+            torch.cuda.synchronize()
+            return solution
+
+        return solve, "torch.linalg.lstsq on [X 1] on CUDA tensors (data already on the device)"
+    if case.workload == "W3":
+        generator = torch.Generator(device=device).manual_seed(0)
+        batch = case.batch
+        if provider == "torch-cuda-seed":
+            raise Unavailable("W3 on the device is compared with torch nn.Linear + optim.SGD (torch-cuda-sgd)")
+        linear = torch.nn.Linear(n_features, n_outputs, dtype=x.dtype, device=device)
+        opt = torch.optim.SGD(linear.parameters(), lr=harness.EPOCH_LR)
+        loss_fn = torch.nn.MSELoss()
+
+        def minibatch_epoch():
+            order = torch.randperm(x.shape[0], generator=generator, device=device)
+            for start in range(0, x.shape[0], batch):
+                rows = order[start:start + batch]
+                opt.zero_grad()
+                loss_fn(linear(x[rows]), t[rows]).backward()
+                opt.step()
+            torch.cuda.synchronize()
+
+        return minibatch_epoch, f"nn.Linear + optim.SGD over shuffled batches of {batch} on CUDA tensors"
     if case.workload == "W1":
         from linreg.datasets import SEED_000_SETTINGS
 
