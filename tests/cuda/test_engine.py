@@ -221,3 +221,17 @@ def test_launches_per_step_and_copies_per_block(small_grid, transfers):
     assert len(transfers.to_host) == n_state + 2  # the block's one read-back: state arrays and the two histories
     cpu = LinearRegressor(lr=0.05, batch_size=4, momentum=0.9, epochs=6, init=(W0, b0), random_state=11)
     assert_rel(run.history(3), cpu.fit(X, Y).loss_history_[:3], "loss history")  # the same shuffle as the CPU
+
+
+def test_estimator_checkpoint_resume_lands_where_an_uninterrupted_fit_does(small_grid, tmp_path, transfers):
+    X, Y, W0, b0 = problem()
+    settings = dict(backend="cuda", lr=0.05, batch_size=4, optimizer="adam", init=(W0, b0), random_state=2,
+                    checkpoint_path=str(tmp_path / "run.npz"), checkpoint_every=1)
+    LinearRegressor(epochs=3, **settings).fit(X, Y)
+    transfers.clear()
+    resumed = LinearRegressor(epochs=6, **settings).fit(X, Y, resume=True)
+    assert transfers.launches.count("engine_epoch_end") == 3  # it resumed at epoch 3: only 3 more epochs ran
+    whole = LinearRegressor(epochs=6, **(settings | dict(checkpoint_path=None, checkpoint_every=None))).fit(X, Y)
+    assert resumed.n_iter_ == whole.n_iter_ == 6
+    np.testing.assert_array_equal(resumed.coef_, whole.coef_)
+    np.testing.assert_array_equal(resumed.loss_history_, whole.loss_history_)
