@@ -235,3 +235,23 @@ def test_estimator_checkpoint_resume_lands_where_an_uninterrupted_fit_does(small
     assert resumed.n_iter_ == whole.n_iter_ == 6
     np.testing.assert_array_equal(resumed.coef_, whole.coef_)
     np.testing.assert_array_equal(resumed.loss_history_, whole.loss_history_)
+
+
+def test_device_arrays_train_in_place_with_every_option(small_grid, transfers):
+    """Device X and y: the statistics (moments, Gram for lr="auto") and the steps read them where they are."""
+    from numba import cuda
+
+    X, Y, W0, b0 = problem()
+    settings = dict(backend="cuda", batch_size=4, standardize=True, lr="auto", tol=10.0, n_iter_no_change=2,
+                    early_stopping=True, validation_fraction=0.3, epochs=20, init=(W0, b0), random_state=4)
+    host = LinearRegressor(**settings).fit(X, Y)
+    device_X, device_Y = cuda.to_device(X), cuda.to_device(Y)
+    transfers.clear()
+    device = LinearRegressor(**settings).fit(device_X, device_Y)
+    assert X.nbytes not in transfers.to_device and Y.nbytes not in transfers.to_device
+    assert max(transfers.to_device) < Y.nbytes  # only small things cross: state, rows, permutations
+    np.testing.assert_array_equal(device.coef_, host.coef_)
+    np.testing.assert_array_equal(device.loss_history_, host.loss_history_)
+    cpu = LinearRegressor(**(settings | dict(backend="cpu"))).fit(X, Y)
+    assert device.n_iter_ == cpu.n_iter_ < 20 and device.stop_reason_ == cpu.stop_reason_ == "early_stopping"
+    assert_rel(device.coef_, cpu.coef_, "coef_")
