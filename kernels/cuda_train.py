@@ -389,6 +389,34 @@ def gram(X, Y, rows, weights, n_rows: int, shift_x: np.ndarray,
     return G, C, flat[size * size + size * n_outputs:].copy()
 
 
+class OrderUpload:
+    """Each shuffled epoch's permutation, copied to one device buffer without stopping the host.
+
+    Two pinned host buffers take turns: epoch e's permutation is written into
+    buffer e % 2 once the copy from it two epochs ago has completed (an event),
+    then copied asynchronously on the stream the kernels run on, so it lands after
+    the previous epoch's kernels have read the device buffer and before this
+    epoch's read it. The host runs at most about an epoch ahead of the device.
+    """
+
+    def __init__(self, n: int) -> None:
+        self.device = cuda.device_array(n, dtype=np.int64)
+        self.host = [cuda.pinned_array(n, dtype=np.int64) for _ in range(2)]
+        self.copied = [None, None]
+
+    def send(self, epoch: int, fill) -> None:
+        """``fill(buffer)`` writes epoch's permutation into a free pinned buffer; then it is copied over."""
+        turn = epoch % 2
+        if self.copied[turn] is not None:
+            self.copied[turn].synchronize()  # the copy from this buffer two epochs ago is done
+        fill(self.host[turn])
+        stream = cuda.default_stream()  # the legacy default stream: the one the kernels are launched on
+        self.device.copy_to_device(self.host[turn], stream=stream)
+        done = cuda.event()  # (the simulator's Event takes no timing argument)
+        done.record(stream=stream)
+        self.copied[turn] = done
+
+
 class Batches:
     """The device buffers and launch geometry of one run's batches (a batch length -> its blocks)."""
 

@@ -14,14 +14,15 @@ checkpoints); only where the arithmetic runs differs:
   device, the host mirror refreshed once per block of epochs.
 
 The shuffle is the CPU's: each shuffled epoch's permutation is computed on the
-host by ``kernels.cpu_train.epoch_order`` (the same compiled Fisher-Yates pass
-the CPU loop runs) and copied to the device (n_train int64 per epoch). Why not on
-the device: Fisher-Yates is a serial chain of n dependent swaps, one GPU thread
-would need n dependent global-memory round trips per epoch, and a parallel
-permutation would be a different shuffle from the CPU's, so CPU and GPU
-trajectories could no longer be compared. The copy is from pageable memory, so it
-waits for the previous epoch's kernels: one host synchronisation per shuffled
-epoch (none per step).
+host by ``kernels.cpu_train._shuffle_rows`` (the same compiled Fisher-Yates pass
+the CPU loop runs, ``epoch_order``'s kernel) and copied to the device (n_train
+int64 per epoch). Why not on the device: Fisher-Yates is a serial chain of n
+dependent swaps, one GPU thread would need n dependent global-memory round trips
+per epoch, and a parallel permutation would be a different shuffle from the
+CPU's, so CPU and GPU trajectories could no longer be compared. The copy comes
+from one of two pinned buffers, asynchronously on the kernels' stream
+(``kernels.cuda_train.OrderUpload``): the host computes epoch e + 1's permutation
+while the device runs epoch e, and synchronises only once per block of epochs.
 """
 
 from __future__ import annotations
@@ -135,7 +136,7 @@ class CudaEngineRun(_CompiledRun):
                      else kernels.empty(0, np.int64))
         self.val_rows = (kernels.to_device(np.ascontiguousarray(val_rows, np.int64)) if validates
                          else kernels.empty(0, np.int64))
-        self.order = kernels.empty(self.n_train, np.int64) if self.shuffles else None
+        self.order = train.OrderUpload(self.n_train) if self.shuffles else None
         self.device_lr = kernels.to_device(np.ascontiguousarray(self.lr_by_epoch, np.float64))
         self.device_loss_history = kernels.empty(epochs, np.float64)
         self.device_val_history = kernels.empty(epochs, np.float64)
@@ -174,11 +175,12 @@ class CudaEngineRun(_CompiledRun):
         train, data, state = self._train, self.data, self.device_state
         Wk, bk = self.scratch[0], self.scratch[1]
         first_done = int(self.state.counters[codes.K_EPOCH])
-        positions = self.order if self.shuffles else self.rows
+        positions = self.order.device if self.shuffles else self.rows
+        rows = self.rows_host if self.rows_host is not None else np.empty(0, np.int64)
         for epoch in range(first_done, first_done + n_epochs):
             if self.shuffles:  # the CPU loop's permutation of this epoch (see the module docstring)
-                self.order.copy_to_device(cpu_train.epoch_order(self.config.seed, epoch, data.n_samples,
-                                                                self.rows_host))
+                self.order.send(epoch, lambda buffer, epoch=epoch: cpu_train._shuffle_rows(
+                    buffer, rows, data.n_samples, np.int64(self.config.seed), np.int64(epoch)))
             for start in range(0, self.n_train, self.batch):
                 stop = min(start + self.batch, self.n_train)
                 n_blocks = self.batches.partials(data.X, data.Y, Wk, bk, positions, data.weights, start, stop,
