@@ -129,7 +129,7 @@ def _on_host_views(rule):
         for arg in args:
             if isinstance(arg, tuple) and hasattr(arg, "_fields"):  # TrainState, or the scalar EngineConfig
                 arg = type(arg)(*(a if np.isscalar(a) else _host_view(a) for a in arg))
-            elif not np.isscalar(arg) and not isinstance(arg, bool | int | float):
+            elif not np.isscalar(arg):
                 arg = _host_view(arg)
             viewed.append(arg)
         return rule(*viewed)

@@ -62,9 +62,7 @@ class DeviceRows:
         return self.host.agree(W0, b0, seed)
 
     def split(self, spec: Spec, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        if self.host.weights is not None or isinstance(self.host.X, np.ndarray):
-            return self.host.split(spec, seed)
-        return training.split_validation(self.n_samples, spec.validation_fraction, seed)
+        return self.host.split(spec, seed)  # row indices and weight checks only: the rows stay on the device
 
     def fingerprint(self) -> str:
         return self.host.fingerprint()

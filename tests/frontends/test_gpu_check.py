@@ -1,6 +1,7 @@
 """scripts/gpu-check.sh and the GPU report on a machine without a GPU: they refuse loudly, and what can be
 checked without a device (arguments, shell syntax, the report's tables and ratios) is checked here."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -105,3 +106,25 @@ def test_gpu_report_tables_and_ratios():
     assert gpu.ratios(results) == [{"case": case.label, "peer": "torch-cuda-sgd", "speedup": pytest.approx(4.0)}]
     assert {c.workload for c in gpu.gpu_cases()} == {c.workload for c in gpu.gpu_cases(quick=True)} == {
         "W1", "W2", "W3", "W4", "W5"}
+
+
+def test_gpu_report_plumbing_without_a_gpu(tmp_path, monkeypatch):
+    """run_gpu_report end to end with the device calls faked: every provider is skipped here with its reason,
+    the files are written, and main() says linreg-cuda did not run (exit 1)."""
+    from linreg.kernels import cuda_bandwidth
+
+    fake_info = {"gpu details": {"name": "fake GPU", "compute capability": "9.0", "multiprocessors": 1,
+                                 "memory bytes": 1, "driver CUDA version": "13.0", "runtime CUDA version": "13.0",
+                                 "NVVM version": "2.0"}, "gpu": "fake GPU", "cpu": "test CPU",
+                 "versions": {"numba": "x"}}
+    monkeypatch.setattr(gpu, "require_gpu", lambda: None)
+    monkeypatch.setattr(gpu, "device_info", lambda: dict(fake_info))
+    monkeypatch.setattr(cuda_bandwidth, "device_bandwidth",
+                        lambda *a, **k: {"GB/s": 100.0, "median GB/s": 90.0, "buffer bytes": 1 << 20, "rounds": 1})
+    monkeypatch.setattr(gpu, "gpu_cases", lambda quick=False: [harness.Case("W2", 1_000, 4, 1, "float32")])
+    out = tmp_path / "report"
+    assert gpu.main(str(out), quick=True) == 1
+    data = json.loads((out / "gpu-results.json").read_text())
+    assert {r["provider"] for r in data["results"]} == set(gpu.GPU_PROVIDERS)
+    assert all(r["status"] == "skipped" and r["note"] for r in data["results"])
+    assert "fake GPU" in (out / "gpu-report.md").read_text()
