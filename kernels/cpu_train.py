@@ -212,7 +212,7 @@ def _sign(w):
         return 1.0
     if w < 0.0:
         return -1.0
-    return w  # 0.0 (signed zero kept, as np.sign) or NaN
+    return w  # 0.0 or -0.0 (kept, as numba's np.sign does) or NaN
 
 
 @njit(cache=True)
