@@ -255,3 +255,20 @@ def test_device_arrays_train_in_place_with_every_option(small_grid, transfers):
     cpu = LinearRegressor(**(settings | dict(backend="cpu"))).fit(X, Y)
     assert device.n_iter_ == cpu.n_iter_ < 20 and device.stop_reason_ == cpu.stop_reason_ == "early_stopping"
     assert_rel(device.coef_, cpu.coef_, "coef_")
+
+
+def test_validation_adds_one_launch_an_epoch_and_reruns_are_bit_identical(small_grid, transfers):
+    X, Y, W0, b0 = problem()
+    settings = dict(backend="cuda", lr=0.05, batch_size=4, early_stopping=True, tol=1e-9, n_iter_no_change=50,
+                    validation_fraction=0.3, epochs=2, init=(W0, b0), random_state=6)
+    transfers.clear()
+    with pytest.warns(Warning, match="epoch budget"):
+        first = LinearRegressor(**settings).fit(X, Y)
+    n_train = N_SAMPLES - 3  # validation_fraction 0.3 of 13 rows holds out 3 (at least one)
+    steps = -(-n_train // 4)
+    engine = [name for name in transfers.launches if name in ("batch_partials", "engine_step", "engine_epoch_end")]
+    assert engine == (["batch_partials", "engine_step"] * steps + ["batch_partials", "engine_epoch_end"]) * 2
+    with pytest.warns(Warning, match="epoch budget"):
+        second = LinearRegressor(**settings).fit(X, Y)
+    np.testing.assert_array_equal(first.coef_, second.coef_)
+    np.testing.assert_array_equal(first.validation_loss_history_, second.validation_loss_history_)
