@@ -359,7 +359,8 @@ def _minibatch(provider: str, X: np.ndarray, Y: np.ndarray, batch: int = MINIBAT
     W0, b0 = np.zeros((n_outputs, n_features), X.dtype), np.zeros(n_outputs, X.dtype)
     if provider in ("linreg-cpu", "linreg-cuda"):
         if provider == "linreg-cuda":
-            raise Unavailable("mini-batch SGD runs on backend='cpu' only")
+            _require_gpu()
+            return _linreg_cuda_minibatch(X, Y, batch)
         if not _has_param("batch_size"):
             raise Unavailable("LinearRegressor(batch_size=...) is not in this build (training issue)")
         return _linreg_minibatch(X, Y, batch)
@@ -443,6 +444,31 @@ def _linreg_minibatch(X: np.ndarray, Y: np.ndarray, batch: int = MINIBATCH) -> t
         return (lambda: single.partial_fit(X, y)), "LinearRegressor(batch_size=256).partial_fit: includes validation"
 
 
+def _linreg_cuda_minibatch(X: np.ndarray, Y: np.ndarray, batch: int = MINIBATCH) -> tuple[Callable, str]:
+    """One epoch of the engine on the GPU (linreg.cuda_engine), data resident there, without fit's validation."""
+    from linreg import LinearRegressor, _engine, driver, options
+    from linreg.cuda_engine import DeviceRows
+
+    n_outputs, n_features = Y.shape[1], X.shape[1]
+    params = LinearRegressor(backend="cuda", batch_size=batch, epochs=_EPOCH_POOL, lr=EPOCH_LR, init="zeros",
+                             random_state=0).get_params()
+    spec, data = options.make_spec(params), DeviceRows(driver.InMemory(X, Y, None))
+
+    def new_run():
+        state = _engine.EngineState.raw(np.zeros((n_outputs, n_features)), np.zeros(n_outputs))
+        return data.start_gd(spec, state, EPOCH_LR, None, None, 0)
+
+    runs = {"run": new_run()}
+
+    def epoch():
+        if runs["run"].n_done >= _EPOCH_POOL:
+            runs["run"] = new_run()
+        runs["run"].advance(1)  # ends with the state's copy back: synchronised
+
+    return epoch, (f"one epoch of LinearRegressor(backend='cuda', batch_size={batch})'s engine on the device "
+                   "(shuffle computed on the host and copied each epoch), validation excluded")
+
+
 def _solve(provider: str, X: np.ndarray, Y: np.ndarray) -> tuple[Callable, str]:
     """Exact least squares with an intercept, including each library's input checks."""
     y = Y[:, 0] if Y.shape[1] == 1 else Y
@@ -453,7 +479,9 @@ def _solve(provider: str, X: np.ndarray, Y: np.ndarray) -> tuple[Callable, str]:
 
         if provider == "linreg-cuda":
             _require_gpu()
-            raise Unavailable("solver='normal' runs on backend='cpu' only")
+            model = LinearRegressor(solver="normal", backend="cuda")
+            return (lambda: model.fit(X, y)), ("LinearRegressor(solver='normal', backend='cuda').fit: validation, X "
+                                               "and Y copied to the device, moments and Gram there, solve on the host")
         model = LinearRegressor(solver="normal")
         return (lambda: model.fit(X, y)), "LinearRegressor(solver='normal').fit, validation included"
     if provider == "sklearn":
@@ -1057,6 +1085,10 @@ def run_report(out: Path | str, quick: bool = False, providers: tuple[str, ...] 
 
 
 def _handle(args: argparse.Namespace) -> int:
+    if args.gpu:  # the GPU section (benchmarks/gpu.py): our CUDA kernels against torch CUDA on this device
+        import gpu
+
+        return gpu.main(args.out, args.quick)
     providers = tuple(args.providers.split(",")) if args.providers else PROVIDERS
     unknown = [p for p in providers if p not in PROVIDERS]
     if unknown:
@@ -1079,6 +1111,9 @@ def add_report_parser(commands) -> argparse.ArgumentParser:
     report.add_argument("--targets", action="store_true",
                         help="only the cases the issue's targets are judged on (W1, W2 2e6x32, W3, W4, W5)")
     report.add_argument("--no-cold-start", action="store_true", help="skip the new-process start-up measurements")
+    report.add_argument("--gpu", action="store_true",
+                        help="the GPU section only: every workload with a cuda provider against torch CUDA, and the "
+                             "device's copy bandwidth (needs a GPU; writes gpu-report.md, gpu-results.json)")
     report.set_defaults(handler=_handle)
     return report
 

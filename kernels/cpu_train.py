@@ -34,6 +34,7 @@ of (seed, epoch): the same on every machine and thread count.
 
 from __future__ import annotations
 
+import math
 from collections import namedtuple
 
 import numpy as np
@@ -205,6 +206,16 @@ def make_config(*, optimizer: int, momentum: float, dampening: float, nesterov: 
 
 
 @njit(cache=True)
+def _sign(w):
+    """np.sign for a float (NaN stays NaN), written out: numba-cuda has no np.sign, and the rules compile there."""
+    if w > 0.0:
+        return 1.0
+    if w < 0.0:
+        return -1.0
+    return w  # 0.0 or -0.0 (kept, as numba's np.sign does) or NaN
+
+
+@njit(cache=True)
 def _penalty(W, dW, kind, alpha, l1_ratio):
     """Add the penalty's (sub)gradient to dW and return its value. The bias is never penalised."""
     if kind == NO_PENALTY or alpha == 0.0:
@@ -216,7 +227,7 @@ def _penalty(W, dW, kind, alpha, l1_ratio):
         for f in range(W.shape[1]):
             w = W[o, f]
             value += alpha * (l1 * abs(w) + 0.5 * l2 * w * w)
-            dW[o, f] += alpha * (l1 * np.sign(w) + l2 * w)
+            dW[o, f] += alpha * (l1 * _sign(w) + l2 * w)
     return value
 
 
@@ -247,7 +258,7 @@ def _optimizer_step(theta, grad, buffers, step, lr, config, penalised):
     beta2 = config.beta2
     eps = config.eps
     bias_correction1 = 1.0 - beta1**step
-    bias_correction2_sqrt = np.sqrt(1.0 - beta2**step)
+    bias_correction2_sqrt = math.sqrt(1.0 - beta2**step)  # math, not np: the rules also compile for CUDA
     step_size = lr / bias_correction1
     for k in range(theta.shape[0]):
         g = grad[k]
@@ -261,7 +272,7 @@ def _optimizer_step(theta, grad, buffers, step, lr, config, penalised):
         if config.amsgrad:
             buffers[3, k] = max(buffers[3, k], second)
             second = buffers[3, k]
-        theta[k] -= step_size * buffers[1, k] / (np.sqrt(second) / bias_correction2_sqrt + eps)
+        theta[k] -= step_size * buffers[1, k] / (math.sqrt(second) / bias_correction2_sqrt + eps)
 
 
 @njit(cache=True)
@@ -370,10 +381,10 @@ def _apply_step(state, dW, db, value, config, lr):
     counters = state.counters
     counters[K_STEP] += 1
     step = counters[K_STEP]
-    # Explicit sizes: reshape(..., -1) compiles numba's error formatting (seconds of a first fit).
-    size = state.W.size
-    _optimizer_step(state.W.reshape(size), dW.reshape(size), state.buffers_W.reshape(4, size), step, lr, config,
-                    True)
+    # Row by row (each element's update is independent, so the same bits as one flat pass): a reshape would
+    # call numba's C helper numba_attempt_nocopy_reshape, which the CUDA target (kernels.cuda_train) lacks.
+    for o in range(state.W.shape[0]):
+        _optimizer_step(state.W[o], dW[o], state.buffers_W[:, o], step, lr, config, True)
     _optimizer_step(state.b, db, state.buffers_b, step, lr, config, False)
     return value, True
 
