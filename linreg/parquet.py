@@ -53,7 +53,7 @@ from linreg import outofcore
 
 SUFFIXES = (".parquet", ".pq")
 #: Bytes of the buffered stream through which column chunks are read (never the whole column chunk at once).
-STREAM_BUFFER = 1 << 20
+STREAM_BUFFER = 1 << 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,13 +192,20 @@ class ParquetColumns(outofcore.RowSource):
             batch = self._batch_covering(row, stop - start)
             first = row - self._batch_start
             n = min(stop, self._batch_start + batch.num_rows) - row
+            by_dtype: dict[np.dtype, tuple[list, list]] = {}
             for j, column in enumerate(self.columns):
                 values = batch.column(column).slice(first, n)
                 if values.null_count:
                     position = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0])
                     raise ValueError(f"{self.name} column {column!r} has a null (missing value) at row {row + position}"
                                      f"; fill or drop missing values before training")
-                np.copyto(out[row - start:row - start + n, j], values.to_numpy(zero_copy_only=False), casting="unsafe")
+                array = values.to_numpy(zero_copy_only=False)  # zero-copy but for booleans (bits to bytes)
+                arrays, targets = by_dtype.setdefault(array.dtype, ([], []))
+                arrays.append(array)
+                targets.append(j)
+            rows = out[row - start:row - start + n]
+            for arrays, targets in by_dtype.values():
+                _columns_to_rows(arrays, targets, rows)
             row += n
 
     def _batch_covering(self, row: int, batch_rows: int):
@@ -236,6 +243,18 @@ class ParquetColumns(outofcore.RowSource):
         if self._file is not None:
             self._file.close()
         self._file, self._file_index = None, -1
+
+
+def _columns_to_rows(arrays: list[np.ndarray], targets: list[int], out: np.ndarray) -> None:
+    """``out[:, targets[c]] = arrays[c]`` with the blocked parallel kernel (one dtype of column per call)."""
+    from numba.typed import List
+
+    from linreg.kernels import cpu_columns
+
+    columns = List()
+    for array in arrays:
+        columns.append(array)
+    cpu_columns.columns_to_rows(columns, np.asarray(targets, np.int64), out)
 
 
 def _column_names(value: Any, name: str) -> list[str]:
