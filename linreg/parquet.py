@@ -73,15 +73,13 @@ def _is_arrow_dataset(value: Any) -> bool:
 
 
 def is_parquet(value: Any) -> bool:
-    """A ``Parquet``, a ``pyarrow.dataset.Dataset``, a path ending in .parquet / .pq, or a directory holding such
-    files: data for ``open_dataset``. Reads no file (a directory is listed)."""
+    """A ``Parquet``, a ``pyarrow.dataset.Dataset``, a path ending in .parquet / .pq, or a directory (of such files:
+    no other data is a directory): data for ``open_dataset``. Reads nothing."""
     if isinstance(value, Parquet) or _is_arrow_dataset(value):
         return True
     if isinstance(value, str | os.PathLike):
         path = Path(value)
-        if path.suffix.lower() in SUFFIXES:
-            return True
-        return path.is_dir() and any(_parquet_files(path))
+        return path.suffix.lower() in SUFFIXES or path.is_dir()
     return False
 
 
