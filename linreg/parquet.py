@@ -54,6 +54,8 @@ from linreg import outofcore
 SUFFIXES = (".parquet", ".pq")
 #: Bytes of the buffered stream through which column chunks are read (never the whole column chunk at once).
 STREAM_BUFFER = 1 << 16
+#: Rows of a piece from which the columns are copied into rows by the kernel (``kernels.cpu_columns``).
+KERNEL_ROWS = 4096
 
 
 @dataclasses.dataclass(frozen=True)
@@ -244,7 +246,13 @@ class ParquetColumns(outofcore.RowSource):
 
 
 def _columns_to_rows(arrays: list[np.ndarray], targets: list[int], out: np.ndarray) -> None:
-    """``out[:, targets[c]] = arrays[c]`` with the blocked parallel kernel (one dtype of column per call)."""
+    """``out[:, targets[c]] = arrays[c]``: the blocked parallel kernel for large pieces (one dtype of column per
+    call); NumPy's column copies below ``KERNEL_ROWS`` rows, where building the kernel's typed list (~10 us per
+    column) and starting its parallel region cost more than the strided stores."""
+    if out.shape[0] < KERNEL_ROWS:
+        for array, target in zip(arrays, targets, strict=True):
+            np.copyto(out[:, target], array, casting="unsafe")
+        return
     from numba.typed import List
 
     from linreg.kernels import cpu_columns
