@@ -2,7 +2,9 @@
 
 ``fit(estimator, X, y, sample_weight)`` trains a ``LinearRegressor`` on data that
 need not fit in memory. ``X``, ``y`` and ``sample_weight`` may each be a path to
-a ``.npy`` file, an ``np.memmap`` or an ordinary array. Rows are read chunk by
+a ``.npy`` file, an ``np.memmap`` or an ordinary array; or ``X`` is Parquet data
+and ``y``/``sample_weight`` name its columns (``linreg.parquet``: one more
+``RowSource``, record batches copied into the same chunk buffers). Rows are read chunk by
 chunk into buffers allocated once (about ``chunk_bytes`` in all, default
 ``CHUNK_BYTES``): a C-ordered ``.npy`` file is read with plain file reads at row
 offsets (no mapping, so nothing of the file becomes resident in this process);

@@ -320,23 +320,3 @@ def open_dataset(X: Any, y: Any, sample_weight: Any = None) -> outofcore.Dataset
         outofcore._compute_dtype(weights.dtype, "sample_weight")
     return dataset
 
-
-def write_parquet(path: str | os.PathLike, X: np.ndarray, y: np.ndarray, *, names: Sequence[str] | None = None,
-                  target: str = "target", weights: np.ndarray | None = None, row_group_rows: int = 1 << 16,
-                  **options: Any) -> None:
-    """Write X's columns (named ``names``, default x0, x1, ...), y (``target``) and optional weights ("w") as one
-    Parquet file in row groups of ``row_group_rows`` (tests, benchmarks and demos); ``options`` go to
-    ``pyarrow.parquet.write_table`` (compression, ...)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    names = list(names) if names is not None else [f"x{j}" for j in range(X.shape[1])]
-    columns = {name: X[:, j] for j, name in enumerate(names)}
-    Y = np.asarray(y)
-    if Y.ndim == 1:
-        columns[target] = Y
-    else:
-        columns.update({f"{target}{k}": Y[:, k] for k in range(Y.shape[1])})
-    if weights is not None:
-        columns["w"] = np.asarray(weights)
-    pq.write_table(pa.table(columns), path, row_group_size=row_group_rows, **options)

@@ -201,6 +201,11 @@ def test_estimator_fit_takes_column_names_and_sets_feature_names(data):
     assert list(chosen.feature_names_in_) == ["f3", "f0"]
     assert_same_fit(chosen, LinearRegressor(**options).fit(data["X"][:, [3, 0]], data["Y"][:, 1]))
     assert chosen.predict(data["X"][:5, [3, 0]]).shape == (5,)
+    # inference streams the same data: the statistics of the Parquet rows are those of the arrays
+    exact = LinearRegressor(solver="normal").fit(data["file"], y="t0", sample_weight="w")
+    streamed = exact.inference(data["file"], "t0", "w", cov_type="HC1")
+    in_memory = exact.inference(np.column_stack([data["X"], data["Y"][:, 1]]), data["y"], data["w"], cov_type="HC1")
+    np.testing.assert_allclose(streamed.bse, in_memory.bse, rtol=1e-9)
 
 
 def test_dtypes_follow_the_in_memory_table_rules(tmp_path):
