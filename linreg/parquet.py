@@ -259,7 +259,8 @@ def _columns_to_rows(arrays: list[np.ndarray], targets: list[int], out: np.ndarr
 
     columns = List()
     for array in arrays:
-        columns.append(array)
+        # Numba has no float16 arithmetic type: widen (exactly) first; a half-float column is a rare guest.
+        columns.append(array.astype(np.float32) if array.dtype == np.float16 else array)
     cpu_columns.columns_to_rows(columns, np.asarray(targets, np.int64), out)
 
 

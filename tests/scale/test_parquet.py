@@ -208,16 +208,36 @@ def test_estimator_fit_takes_column_names_and_sets_feature_names(data):
     np.testing.assert_allclose(streamed.bse, in_memory.bse, rtol=1e-9)
 
 
+def test_large_pieces_go_through_the_columns_kernel(data, tmp_path, monkeypatch):
+    """One row group of all 5003 rows and the default budget: pieces of >= KERNEL_ROWS rows, copied by the
+    kernel (kernels.cpu_columns), then the same fit."""
+    from linreg import parquet
+    from linreg.kernels import cpu_columns
+
+    assert N_SAMPLES >= parquet.KERNEL_ROWS
+    pq.write_table(table_of(data["X"], data["Y"], data["w"]), tmp_path / "one-group.parquet", row_group_size=N_SAMPLES)
+    shapes = []
+    original = cpu_columns.columns_to_rows
+    monkeypatch.setattr(cpu_columns, "columns_to_rows", lambda *args: shapes.append(args[2].shape) or original(*args))
+    options = {"epochs": 20, "lr": 0.01, "momentum": 0.5}
+    model = outofcore.fit(LinearRegressor(**options), Parquet(tmp_path / "one-group.parquet", FEATURES), ["t0", "t1"],
+                          "w")
+    assert (N_SAMPLES, 7) in shapes and (N_SAMPLES, 2) in shapes
+    assert_same_fit(model, dense_fit(data, options, two_outputs=True, weighted=True))
+
+
 def test_dtypes_follow_the_in_memory_table_rules(tmp_path):
     """The in-memory rule for a pyarrow Table (its columns stacked by NumPy): int + float32 columns -> float64 here
-    (int64 promotes), int16 + float32 + bool -> float32, integers only -> float32."""
+    (int64 promotes), int16 + float32 + bool -> float32, integers only -> float32, float16 + float32 -> float32."""
     rng = np.random.default_rng(2)
     n = 3000
     base = {"a": rng.integers(-50, 50, n).astype(np.int64), "b": rng.standard_normal(n).astype(np.float32),
-            "c": rng.integers(-9, 9, n).astype(np.int16), "d": rng.random(n) < 0.3}
+            "c": rng.integers(-9, 9, n).astype(np.int16), "d": rng.random(n) < 0.3,
+            "e": rng.standard_normal(n).astype(np.float16)}
     target = (base["a"] * 0.01 + base["b"] - 0.2 * base["c"] + base["d"]).astype(np.float32)
     options = {"epochs": 15, "lr": 0.001, "momentum": 0.5}
-    for features, dtype in ((["a", "b"], np.float64), (["c", "b", "d"], np.float32), (["a", "c"], np.float32)):
+    for features, dtype in ((["a", "b"], np.float64), (["c", "b", "d"], np.float32), (["a", "c"], np.float32),
+                            (["e", "b"], np.float32)):
         table = pa.table({**{name: base[name] for name in features}, "y": target})
         pq.write_table(table, tmp_path / "t.parquet", row_group_size=1000)
         model = outofcore.fit(LinearRegressor(**options), tmp_path / "t.parquet", "y", chunk_bytes=8_000)
