@@ -12,8 +12,10 @@ the ones chosen with ``Parquet(source, features=[...])``. Every feature must be
 numeric (integers, floats, booleans: the in-memory DataFrame rule,
 ``linreg._validation``): a string, date or decimal column is an error naming it.
 dtypes follow the in-memory rules, computed by the same code from the schema
-(``_validation.as_float_array`` on the empty table): float64 anywhere makes the
-fit float64, integer-only features become float32, float32 stays float32.
+(``_validation._from_dataframe`` on the empty table: NumPy's stacking of the
+columns): float64 anywhere makes the fit float64, so does int64 with float32;
+integer-only features become float32, float32 (with small ints, booleans,
+float16) stays float32.
 ``feature_names_in_`` is set from the feature columns.
 
 Reading (bounded memory). The files' row groups, in file order (a directory's
@@ -28,7 +30,13 @@ whole); the batch being consumed is kept, so the next chunk continues where
 this one stopped. Reading a chunk after a jump backwards (a shuffled epoch's
 next chunk) decodes its row group from the group's start up to the chunk, so
 row groups no larger than a chunk make shuffled epochs read each row once.
-The decoded batch is counted in the chunk budget (``scratch_bytes_per_row``).
+The decoded batch is counted in the chunk budget (``scratch_bytes_per_row``);
+beyond it, Parquet decodes a page at a time, so each column also holds about
+one data page and its dictionary page (pyarrow writes them up to 1 MiB each)
+and the stream buffer, whatever the file's size. The decoded columns are
+copied into the row-major chunk by ``kernels.cpu_columns`` (NumPy for small
+pieces). A filtered ``pyarrow.dataset.Dataset`` is refused: its filter would
+not apply to row groups read directly.
 
 Nulls are an error naming the column and the global row (checked on every
 read: a null count is free); NaN and infinity are named by the trainer, as for
@@ -133,6 +141,9 @@ class ParquetFiles:
 
     def _fragments(self, source: Any):
         if _is_arrow_dataset(source):
+            if (getattr(source, "_scan_options", None) or {}).get("filter") is not None:
+                raise ValueError("a filtered pyarrow Dataset (Dataset.filter): rows stream by row group and the "
+                                 "filter would not apply; write the filtered rows to Parquet files first")
             fragments = list(source.get_fragments())
             for fragment in fragments:
                 if not hasattr(fragment, "row_groups"):

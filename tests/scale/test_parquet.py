@@ -272,6 +272,7 @@ def test_bad_columns_and_files_are_named(data, tmp_path):
         ((tmp_path / "empty.parquet", "y"), TypeError, "X column 'city' holds string"),
         ((Parquet(tmp_path / "empty.parquet", ["a"]), "y"), ValueError, r"is empty: 0 rows"),
         ((tmp_path / "missing.parquet", "y"), FileNotFoundError, "no such Parquet file or directory"),
+        ((ds.dataset(path, format="parquet").filter(ds.field("f0") > 3), "t0"), ValueError, "a filtered pyarrow"),
     ]
     for args, error, message in cases:
         model = LinearRegressor(epochs=1)
