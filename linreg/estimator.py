@@ -146,6 +146,9 @@ class LinearRegressor:
 
         ``X``, ``y`` (and ``sample_weight``) may be ``.npy`` paths or ``np.memmap``
         arrays: then rows are streamed in chunks (``linreg.outofcore``), never loaded whole.
+        ``X`` may be Parquet data (a ``.parquet`` file, a directory of them, a
+        ``pyarrow.dataset.Dataset`` or a ``linreg.parquet.Parquet``), streamed the same way,
+        with ``y`` (and ``sample_weight``) naming columns: ``fit("data.parquet", y="price")``.
         """
         from linreg import outofcore
 
