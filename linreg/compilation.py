@@ -107,15 +107,19 @@ def _warmup_rows(estimator, n_samples: int, n_features: int, n_outputs: int) -> 
     Plain full-batch GD on a small specialised problem (seed 000's) takes
     ``kernels.cpu._gd_epochs_transposed``, a larger one ``_gd_epochs``: the warm-up
     uses as few rows as still select the same one. Every other path's kernels depend
-    only on the types (dtype, n_features class, layout), not on the row count.
+    only on the types (dtype, n_features class, layout), not on the row count, except mini-batches
+    smaller than the data: the warm-up has one batch more than the batch size.
     """
     from linreg.kernels import cpu
 
     small = min(n_samples, WARMUP_ROWS)
     from linreg import options
 
-    if options.make_spec(estimator.get_params()).non_plain_options():
-        return small
+    spec = options.make_spec(estimator.get_params())
+    if spec.non_plain_options():
+        # Mini-batches smaller than the data may take the gather thread (kernels.cpu_pipeline): so must the warm-up.
+        batch = spec.batch_size
+        return small if batch is None or batch >= n_samples else min(n_samples, max(small, batch + 1))
     transposed = cpu.use_transposed(n_samples, n_features, n_outputs,
                                     cpu.parallel_pass(n_samples, n_features, n_outputs))
     if transposed or not cpu.use_transposed(small, n_features, n_outputs, False):
