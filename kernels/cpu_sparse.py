@@ -288,7 +288,8 @@ def _column_moments(X, s, weight_total, mean, variance, parallel):
             _column_moments_of(col_ptr, row_idx, col_data, s, weight_total, mean, variance, j)
 
 
-@njit(cache=True, fastmath=_FASTMATH)
+# No "reassoc" here: it would let LLVM hoist s_i * x_ij out of the row loop, and G would lose its exact symmetry.
+@njit(cache=True, fastmath={"contract"})
 def _gram_column(indptr, indices, data, col_ptr, row_idx, col_data, Y, s, G, C, j):
     """Row j of G (all of [X 1]) and of C from column j's entries and their CSR rows."""
     n_features = G.shape[0] - 1
