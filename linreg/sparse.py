@@ -12,7 +12,7 @@ What differs from dense X, and why:
   (``StandardScaler(with_mean=False)`` plus a fitted intercept) - and the fit equals the dense one.
 * The Gram statistics ((n_features + 1)^2 dense) are formed only up to ``GRAM_MAX_FEATURES`` features:
   beyond, ``solver="normal"``/``"gram"`` raise (use ``solver="gd"``) and ``lr="auto"`` takes the Hessian's
-  largest eigenvalue by power iteration through the sparse kernels.
+  largest eigenvalue by the Lanczos iteration through the sparse kernels.
 * Only ``backend="cpu"`` trains on sparse X.
 """
 
@@ -29,7 +29,7 @@ from linreg.runs import GDRun
 from linreg.training import Statistics
 
 #: Up to this many features the sparse source forms the dense Gram statistics ((F+1)^2 float64: 128 MiB at
-#: 4096) for solver="normal"/"gram" and lr="auto"; beyond, lr="auto" uses power iteration.
+#: 4096) for solver="normal"/"gram" and lr="auto"; beyond, lr="auto" uses the Lanczos iteration.
 GRAM_MAX_FEATURES = 4096
 
 _FORMATS = ("csr", "csc")
@@ -78,12 +78,11 @@ def as_csr(X: Any, name: str = "X", *, dtype: np.dtype | None = None, finite: bo
     return csr
 
 
-def kernel_view(csr) -> Any:
-    """The kernels' ``SparseRows`` of a CSR matrix: its arrays and a CSC copy of its entries (rows ascending)."""
+def kernel_view(csr, n_outputs: int = 1) -> Any:
+    """The kernels' ``SparseRows`` of a CSR matrix: its arrays and a (blocked) CSC copy of its entries."""
     from linreg.kernels import cpu_sparse
 
-    csc = csr.tocsc()
-    return cpu_sparse.sparse_rows(csr.indptr, csr.indices, csr.data, csc.indptr, csc.indices, csc.data, csr.shape)
+    return cpu_sparse.sparse_rows(csr.indptr, csr.indices, csr.data, csr.shape, n_outputs=n_outputs)
 
 
 def check_X_y(X: Any, y: Any, *, finite: bool = True):
@@ -111,7 +110,7 @@ class SparseSource(driver.InMemory):
     sparse = True
 
     def __init__(self, matrix, Y: np.ndarray, weights: np.ndarray | None, *, y_was_1d: bool = False) -> None:
-        super().__init__(kernel_view(matrix), Y, weights, checked_finite=True, y_was_1d=y_was_1d)
+        super().__init__(kernel_view(matrix, Y.shape[1]), Y, weights, checked_finite=True, y_was_1d=y_was_1d)
         self.matrix = matrix
 
     def _weights_of(self, rows: np.ndarray | None) -> np.ndarray:
@@ -187,6 +186,5 @@ def predict(X: Any, W: np.ndarray, b: np.ndarray, n_features: int) -> np.ndarray
     if csr.shape[1] != n_features:
         raise ValueError(f"X has {csr.shape[1]} features, but LinearRegressor is expecting {n_features} features "
                          "as input")
-    view = cpu_sparse.sparse_rows(csr.indptr, csr.indices, csr.data, np.zeros(1, csr.indptr.dtype),
-                                  np.zeros(0, csr.indices.dtype), np.zeros(0, dtype), csr.shape)  # rows only
+    view = cpu_sparse.sparse_rows(csr.indptr, csr.indices, csr.data, csr.shape, columns=False)  # rows only
     return cpu_sparse.predict(view, W.astype(dtype), b.astype(dtype))

@@ -183,8 +183,8 @@ def test_warm_start_and_checkpoints_work_on_sparse_x(tmp_path):
         LinearRegressor(epochs=40, lr=0.05, checkpoint_path=path).fit(other, y, resume=True)
 
 
-def test_many_features_use_power_iteration_for_lr_auto(monkeypatch):
-    """Beyond GRAM_MAX_FEATURES no (F+1)^2 Gram matrix: lr="auto" from power iteration, close to the exact step."""
+def test_many_features_use_lanczos_for_lr_auto(monkeypatch):
+    """Beyond GRAM_MAX_FEATURES no (F+1)^2 Gram matrix: lr="auto" from Lanczos, the exact step."""
     X, y = sparse_problem(n_features=40, seed=12)
     exact = LinearRegressor(epochs=30).fit(X, y)
     monkeypatch.setattr(linreg_sparse, "GRAM_MAX_FEATURES", 10)
@@ -193,9 +193,9 @@ def test_many_features_use_power_iteration_for_lr_auto(monkeypatch):
             warnings.simplefilter("ignore")
             iterated = LinearRegressor(epochs=30, **options).fit(X, y)
             dense = LinearRegressor(epochs=30, **options).fit(X.toarray(), y)
-        np.testing.assert_allclose(iterated.lr_, dense.lr_, rtol=1e-4)
-        assert iterated.lr_ >= dense.lr_ * (1 - 1e-12)  # a Rayleigh quotient: the eigenvalue from below
-    np.testing.assert_allclose(LinearRegressor(epochs=30).fit(X, y).coef_, exact.coef_, rtol=1e-4)
+        np.testing.assert_allclose(iterated.lr_, dense.lr_, rtol=1e-8)
+        assert iterated.lr_ >= dense.lr_ * (1 - 1e-12)  # a Ritz value: the eigenvalue from below
+    np.testing.assert_allclose(LinearRegressor(epochs=30).fit(X, y).coef_, exact.coef_, rtol=1e-6)
     with pytest.raises(ValueError, match=r"solver='normal' needs the dense \(n_features \+ 1\)\^2 Gram matrix: "
                                          r"sparse X has 40 features.*Use solver='gd'"):
         LinearRegressor(solver="normal").fit(X, y)

@@ -15,10 +15,18 @@ DTYPES = [np.float32, np.float64]
 
 @pytest.fixture(params=["serial", "parallel"])
 def small_chunks(request, monkeypatch):
-    """Chunks of 16 rows (many chunk boundaries), walked serially or in prange."""
+    """Chunks of 16 rows and CSC blocks of 8 rows (many chunk and block boundaries), walked serially or in
+    prange."""
     monkeypatch.setattr(cpu, "CHUNK_ROWS", 16)
     monkeypatch.setattr(cpu, "PARALLEL_MIN_WORK", 0 if request.param == "parallel" else 1 << 62)
+    small_blocks(monkeypatch)
     return request.param
+
+
+def small_blocks(monkeypatch, rows=8):
+    monkeypatch.setattr(cpu_sparse, "BLOCK_RESIDUAL_BYTES", 8 * rows)
+    monkeypatch.setattr(cpu_sparse, "MIN_BLOCK_ROWS", 1)
+    monkeypatch.setattr(cpu_sparse, "MAX_POINTER_SHARE", 1e9)
 
 
 def random_csr(n_samples, n_features, density, dtype, seed=0, index_dtype=None):
@@ -180,7 +188,7 @@ def test_column_moments_and_gram_equal_numpy(small_chunks, dtype, subset, weight
 
 
 @pytest.mark.parametrize("standardized", [False, True])
-def test_power_iteration_finds_the_hessians_largest_eigenvalue(standardized):
+def test_lanczos_finds_the_hessians_largest_eigenvalue(standardized):
     X = random_csr(400, 30, 0.1, np.float64, seed=9)
     X.data += 1.0
     s = np.random.default_rng(10).uniform(0.5, 1.5, 400)
@@ -192,11 +200,34 @@ def test_power_iteration_finds_the_hessians_largest_eigenvalue(standardized):
     A = np.hstack([(D - mu) / sigma, np.ones((400, 1))])
     expected = np.linalg.eigvalsh(2.0 / (2 * s.sum()) * A.T @ (s[:, None] * A))[-1]
     got = cpu_sparse.hessian_largest_eigenvalue(view(X), s, 2, mu, sigma)
-    np.testing.assert_allclose(got, expected, rtol=1e-5)
-    assert got <= expected * (1 + 1e-12)  # a Rayleigh quotient: from below
+    np.testing.assert_allclose(got, expected, rtol=1e-8)
+    assert got <= expected * (1 + 1e-12)  # a Ritz value: from below
+
+
+def test_blocked_csc_holds_each_blocks_columns_with_rows_ascending(monkeypatch):
+    small_blocks(monkeypatch, rows=7)
+    X = random_csr(50, 9, 0.3, np.float64, seed=13)
+    v = view(X)
+    n_blocks = (v.col_ptr.shape[0] - 1) // 9
+    assert v.block_rows == 7 and n_blocks == 8
+    for block in range(n_blocks):
+        part = X[block * 7:(block + 1) * 7].tocsc()
+        lo, hi = v.col_ptr[block * 9], v.col_ptr[(block + 1) * 9]
+        np.testing.assert_array_equal(v.col_ptr[block * 9:(block + 1) * 9 + 1] - lo, part.indptr)
+        np.testing.assert_array_equal(v.row_idx[lo:hi] - block * 7, part.indices)
+        np.testing.assert_array_equal(v.col_data[lo:hi], part.data)
+
+
+def test_block_layout_keeps_residual_blocks_in_l2_and_pointers_bounded():
+    assert cpu_sparse.block_layout(1_000_000, 100_000, 10_000_000, 1) == (1_000_000, 1)
+    assert cpu_sparse.block_layout(1_000_000, 100_000, 10_000_000, 4) == (250_000, 4)
+    assert cpu_sparse.block_layout(10_000_000, 100_000, 100_000_000, 1) == (1_000_000, 10)
+    assert cpu_sparse.block_layout(1_000_000, 1_000_000, 10_000_000, 1) == (1_000_000, 1)  # pointers <= nnz / 4
+    assert cpu_sparse.block_layout(5, 3, 0, 1) == (5, 1)
 
 
 def test_thread_count_does_not_change_any_bit(monkeypatch):
+    small_blocks(monkeypatch, rows=200)
     monkeypatch.setattr(cpu, "CHUNK_ROWS", 64)
     monkeypatch.setattr(cpu, "PARALLEL_MIN_WORK", 0)
     X = random_csr(3000, 500, 0.02, np.float32, seed=11)
