@@ -185,7 +185,7 @@ def test_warm_start_and_checkpoints_work_on_sparse_x(tmp_path):
 
 def test_many_features_use_lanczos_for_lr_auto(monkeypatch):
     """Beyond GRAM_MAX_FEATURES no (F+1)^2 Gram matrix: lr="auto" from Lanczos, the exact step."""
-    X, y = sparse_problem(n_features=40, seed=12)
+    X, y = sparse_problem(n_features=20, seed=12)  # 21 Lanczos steps span the whole space: the exact eigenvalue
     exact = LinearRegressor(epochs=30).fit(X, y)
     monkeypatch.setattr(linreg_sparse, "GRAM_MAX_FEATURES", 10)
     for options in ({}, {"standardize": False}, {"early_stopping": True, "random_state": 0, "tol": 1e-4}):
@@ -197,7 +197,7 @@ def test_many_features_use_lanczos_for_lr_auto(monkeypatch):
         assert iterated.lr_ >= dense.lr_ * (1 - 1e-12)  # a Ritz value: the eigenvalue from below
     np.testing.assert_allclose(LinearRegressor(epochs=30).fit(X, y).coef_, exact.coef_, rtol=1e-6)
     with pytest.raises(ValueError, match=r"solver='normal' needs the dense \(n_features \+ 1\)\^2 Gram matrix: "
-                                         r"sparse X has 40 features.*Use solver='gd'"):
+                                         r"sparse X has 20 features.*Use solver='gd'"):
         LinearRegressor(solver="normal").fit(X, y)
     with pytest.raises(ValueError, match="solver='gram' needs the dense"):
         LinearRegressor(solver="gram").fit(X, y)
