@@ -275,3 +275,15 @@ def test_scikit_learns_sparse_checks_pass():
         checks.check_estimator_sparse_array("LinearRegressor", LinearRegressor(epochs=20))
         checks.check_estimator_sparse_tag("LinearRegressor", LinearRegressor(epochs=20))
         checks.check_sample_weight_equivalence_on_sparse_data("LinearRegressor", LinearRegressor(epochs=20))
+
+
+def test_inference_from_the_kept_statistics_equals_the_dense_fits():
+    """A default fit computed the Gram statistics (lr="auto"): inference needs no data, sparse or dense."""
+    X, y = sparse_problem(seed=17)
+    got = LinearRegressor(solver="normal").fit(X, y).inference()
+    expected = LinearRegressor(solver="normal").fit(X.toarray(), y).inference()
+    np.testing.assert_allclose(got.bse, expected.bse, rtol=1e-10)
+    np.testing.assert_allclose(got.params, expected.params, rtol=1e-10)
+    with pytest.raises(TypeError, match=r"X is a sparse matrix .*only X may be sparse \(in fit, partial_fit, "
+                                        r"predict and score\)"):
+        LinearRegressor(solver="normal").fit(X, y).inference(X, y, cov_type="HC1")
