@@ -36,9 +36,10 @@ Parallel strategy, deterministic for any thread count, with scratch bounded by O
 * The gradient by columns: dW[:, j] is the sum over column j of the CSC view, in ascending row order, of
   x_ij * s_i r_i. Each column is written by one prange iteration (a chunk of columns): no race, and the
   order of every sum is fixed by the matrix alone. Rows outside the batch have residual 0 (the residual
-  array is zeroed first). Why blocks: a column's rows are spread over all of X, so reading their residuals
-  is a cache miss each; a chunk of columns walks block after block (``block_rows`` rows: their residuals
-  stay in L2), carrying each column's running sum, so the sums are the plain CSC's, in the same order.
+  array is zeroed first). Why blocks: a column's rows are spread over all of X, so its residual reads are
+  random; the pass goes block after block (``block_rows`` rows, whose residuals fit the cache), all
+  columns of a block before the next, and dW carries each column's running sum from block to block, so
+  the sums are the plain CSC's, in the same order, whatever the blocking.
 * Small batches (a mini-batch, well under a quarter of the rows) instead scatter their rows' CSR entries
   into dW serially, in batch order: O(batch non-zeros + n_features), not a pass over all of X.
 * Column moments, the Gram statistics and the Hessian's column half go by columns in the same way; the Gram
@@ -67,11 +68,10 @@ _FASTMATH = {"contract"}
 #: non-zeros); a smaller one scatters its own rows' entries (``_scatter_gradient``).
 COLUMN_PASS_MIN_SHARE = 0.25
 
-
 #: The residuals of one block of the blocked CSC stay within this (a share of the last-level cache): 1 Mi rows
 #: for one output. Measured at 1,000,000 x 100,000 (10 non-zeros a row): one block 22-37 ms a column pass,
 #: 16 blocks that fit L2 39-49 ms (the per-block, per-column overhead costs more than the misses it saves
-#: while the residuals fit the 32 MiB L3); blocks pay off once the residuals outgrow the L3.
+#: while the residuals fit the 32 MiB L3). Blocks are meant for residuals beyond the L3 (not measured here).
 BLOCK_RESIDUAL_BYTES = 8 << 20
 #: Rows per block at least (many outputs).
 MIN_BLOCK_ROWS = 1024

@@ -32,14 +32,6 @@ from linreg.training import Statistics
 #: 4096) for solver="normal"/"gram" and lr="auto"; beyond, lr="auto" uses the Lanczos iteration.
 GRAM_MAX_FEATURES = 4096
 
-_FORMATS = ("csr", "csc")
-
-
-def is_sparse(value: Any) -> bool:
-    """A scipy.sparse matrix or array."""
-    return check.is_sparse(value)
-
-
 def _float_dtype(dtype: np.dtype, name: str) -> np.dtype:
     """The dtype the kernels compute a sparse matrix of ``dtype`` in (the dense rules of ``as_float_array``)."""
     kind = dtype.kind
