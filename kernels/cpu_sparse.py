@@ -341,6 +341,13 @@ def engine_work(X: SparseRows, n_outputs: int, max_chunks: int) -> tuple:
 
 
 # --------------------------------------------------------------------------- statistics (by columns)
+#
+# Row weights s (``effective_weights``): float64 (n_samples,), or empty for all ones (no n_samples-long array).
+
+
+@njit(cache=True, inline="always")
+def _weight(s, i):
+    return s[i] if s.shape[0] > 0 else 1.0
 
 
 @njit(cache=True, fastmath=_FASTMATH)
@@ -350,15 +357,16 @@ def _column_moments_of(col_ptr, row_idx, col_data, s, weight_total, mean, varian
     first = 0.0
     for block in range(n_blocks):  # the column's entries, rows ascending
         for k in range(col_ptr[block * n_features + j], col_ptr[block * n_features + j + 1]):
-            first += s[row_idx[k]] * np.float64(col_data[k])
+            first += _weight(s, row_idx[k]) * np.float64(col_data[k])
     m = first / weight_total
     second = 0.0
     covered = 0.0
     for block in range(n_blocks):
         for k in range(col_ptr[block * n_features + j], col_ptr[block * n_features + j + 1]):
             d = np.float64(col_data[k]) - m
-            second += s[row_idx[k]] * d * d
-            covered += s[row_idx[k]]
+            si = _weight(s, row_idx[k])
+            second += si * d * d
+            covered += si
     mean[j] = m
     variance[j] = (second + m * m * (weight_total - covered)) / weight_total
 
@@ -389,7 +397,7 @@ def _gram_column(indptr, indices, data, col_ptr, row_idx, col_data, Y, s, G, C, 
     for block in range(n_blocks):  # the column's entries, rows ascending
         for k in range(col_ptr[block * n_features + j], col_ptr[block * n_features + j + 1]):
             i = row_idx[k]
-            si = s[i]
+            si = _weight(s, i)
             if si == 0.0:
                 continue
             x = np.float64(col_data[k])
@@ -418,7 +426,7 @@ def _gram(X, Y, s, G, C, yy, parallel):
         C[n_features, o] = 0.0
         yy[o] = 0.0
     for i in range(Y.shape[0]):
-        si = s[i]
+        si = _weight(s, i)
         total += si
         for o in range(n_outputs):
             y = np.float64(Y[i, o])
@@ -450,7 +458,7 @@ def _rows_times_chunk(indptr, indices, data, v, offset, s, out, start, stop):
         acc = offset
         for k in range(indptr[i], indptr[i + 1]):
             acc += np.float64(data[k]) * v[indices[k]]
-        out[i, 0] = s[i] * acc
+        out[i, 0] = _weight(s, i) * acc
 
 
 # --------------------------------------------------------------------------- wrappers
@@ -499,7 +507,10 @@ def predict(X: SparseRows, W: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def effective_weights(n_samples: int, rows: np.ndarray | None, weights: np.ndarray | None) -> np.ndarray:
-    """float64 (n_samples,) weight of each row in a statistics pass: its sample weight (1), 0 outside ``rows``."""
+    """float64 (n_samples,) weight of each row in a statistics pass: its sample weight (1), 0 outside ``rows``;
+    empty when every row weighs 1 (the kernels read that as ones: no n_samples-long array)."""
+    if rows is None and weights is None:
+        return np.empty(0)
     base = np.ones(n_samples) if weights is None else np.asarray(weights, np.float64)
     if rows is None:
         return np.ascontiguousarray(base, np.float64)
@@ -508,11 +519,15 @@ def effective_weights(n_samples: int, rows: np.ndarray | None, weights: np.ndarr
     return s
 
 
+def _weight_total(X: SparseRows, s: np.ndarray) -> float:
+    return float(s.sum()) if s.shape[0] else float(X.shape[0])
+
+
 def column_moments(X: SparseRows, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Weighted column means and standard deviations (float64) with row weights ``s`` (``effective_weights``)."""
     n_features = int(X.shape[1])
     mean, variance = np.empty(n_features), np.empty(n_features)
-    _column_moments(X, s, float(s.sum()), mean, variance, parallel_pass(X, 1))
+    _column_moments(X, s, _weight_total(X, s), mean, variance, parallel_pass(X, 1))
     return mean, np.sqrt(np.maximum(variance, 0.0))
 
 
@@ -528,7 +543,7 @@ def hessian_product(X: SparseRows, s: np.ndarray, n_outputs: int, mu: np.ndarray
     """``product(v)``: H v for the data term's Hessian H = 2/(n_outputs S) A_s^T S A_s, A_s = [(X - mu) / sigma, 1]
     (module doc), through X's rows and columns: A_s is never formed. ``v`` and H v have n_features + 1 entries."""
     n_samples, n_features = int(X.shape[0]), int(X.shape[1])
-    scale = 2.0 / (n_outputs * float(s.sum()))
+    scale = 2.0 / (n_outputs * _weight_total(X, s))
     u = np.empty((n_samples, 1))
     g = np.empty((1, n_features))
     chunk_rows, n_chunks = cpu.chunking(n_samples)

@@ -174,12 +174,18 @@ def test_column_moments_and_gram_equal_numpy(small_chunks, dtype, subset, weight
     weights = rng.uniform(0, 2, 90) if weighted else None
     rows = np.sort(rng.permutation(90)[:60]).astype(np.int64) if subset == "rows" else None
     s = cpu_sparse.effective_weights(90, rows, weights)
+    assert s.shape == ((0,) if rows is None and weights is None else (90,))  # empty: all ones
     mean, std = cpu_sparse.column_moments(view(X), s)
+    G, C, yy = cpu_sparse.gram(view(X), Y, s)
+    if s.shape[0] == 0:  # the same numbers as explicit ones
+        s = np.ones(90)
+        for got, expected in zip((mean, std, G, C, yy), (*cpu_sparse.column_moments(view(X), s),
+                                                         *cpu_sparse.gram(view(X), Y, s)), strict=True):
+            assert np.array_equal(got, expected)
     D = X.toarray().astype(np.float64)
     expected_mean = (s[:, None] * D).sum(0) / s.sum()
     np.testing.assert_allclose(mean, expected_mean, rtol=1e-13)
     np.testing.assert_allclose(std, np.sqrt((s[:, None] * (D - expected_mean) ** 2).sum(0) / s.sum()), rtol=1e-12)
-    G, C, yy = cpu_sparse.gram(view(X), Y, s)
     A = np.hstack([D, np.ones((90, 1))])
     np.testing.assert_allclose(G, A.T @ (s[:, None] * A), rtol=1e-12)
     np.testing.assert_allclose(C, A.T @ (s[:, None] * Y), rtol=1e-12, atol=1e-12)
