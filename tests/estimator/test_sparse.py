@@ -287,3 +287,19 @@ def test_inference_from_the_kept_statistics_equals_the_dense_fits():
     with pytest.raises(TypeError, match=r"X is a sparse matrix .*only X may be sparse \(in fit, partial_fit, "
                                         r"predict and score\)"):
         LinearRegressor(solver="normal").fit(X, y).inference(X, y, cov_type="HC1")
+
+
+@pytest.mark.parametrize("options", [pytest.param({}, id="defaults"),
+                                     pytest.param({"batch_size": 16, "random_state": 0, "lr": 0.01}, id="sgd")])
+def test_after_prepare_fit_a_sparse_fit_compiles_nothing(options):
+    """prepare_fit (also called by fit itself) warms up on the sparse rows: the fit's time is training only."""
+    from linreg import compilation
+
+    X, y = sparse_problem(n_samples=300, seed=18)
+    X = X.astype(np.float32)  # a variant no other test here prepares first
+    model = LinearRegressor(epochs=3, **options)
+    result = compilation.prepare_fit(model, X, y.astype(np.float32))
+    assert not result.skipped and result.what.startswith("float32")
+    with compilation._CompileWatch(None) as watch:
+        model.fit(X, y.astype(np.float32))
+    assert watch.compiled == 0, f"the fit compiled {watch.compiled} kernel(s) that prepare_fit did not"
