@@ -24,6 +24,10 @@ with standardised parameters (Ws, bs), the kernel sees ``W = Ws / sigma`` and
 ``b = bs - W @ mu``, and the chain rule gives ``dWs = (dW - db mu^T) / sigma``,
 ``dbs = db``.
 
+X may also be sparse (``kernels.cpu_sparse.SparseRows``): the loops take their batches through
+``_data_batch`` / ``_data_whole_batch``, which pick the dense or the sparse kernels by X's type when
+numba compiles the loop, so each compiled variant reaches only its own kind's kernels.
+
 Parallel strategy: as in ``kernels.cpu``: a batch's rows are cut into chunks
 whose layout depends only on the batch length (``kernels.cpu.chunking``), each
 chunk owns its partial sums, and the partials are combined in chunk order, so
@@ -38,9 +42,10 @@ import math
 from collections import namedtuple
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import overload
 
-from . import cpu, cpu_gather, cpu_gram, cpu_pipeline
+from . import cpu, cpu_gather, cpu_gram, cpu_pipeline, cpu_sparse
 from .codes import (  # noqa: F401
     ADAM,
     ADAMW,
@@ -439,6 +444,51 @@ def _batch(X, Y, weights, order, start, stop, state, config, layouts, Wk, bk, W_
     return value, batch_weight
 
 
+def _data_whole_batch(X, Y, state, config, layouts, Wk, bk, W_eff, b_eff, dW, db, work):
+    """``_whole_batch`` of the data's kind, chosen by X's *type* at compile time (compiled code only): a dense
+    array takes ``_whole_batch``, a sparse X (``kernels.cpu_sparse.SparseRows``) its own kernels; each compiled
+    loop reaches only its own kind's kernels."""
+    raise NotImplementedError("compiled code only")
+
+
+def _data_batch(X, Y, weights, order, start, stop, state, config, layouts, Wk, bk, W_eff, b_eff, dW, db, work):
+    """``_batch`` of the data's kind (see ``_data_whole_batch``; compiled code only)."""
+    raise NotImplementedError("compiled code only")
+
+
+@overload(_data_whole_batch, inline="always")  # no call per step: see _copy_params
+def _data_whole_batch_overload(X, Y, state, config, layouts, Wk, bk, W_eff, b_eff, dW, db, work):
+    if isinstance(X, types.Array):
+        return lambda X, Y, state, config, layouts, Wk, bk, W_eff, b_eff, dW, db, work: _whole_batch(
+            X, Y, state, config, layouts, Wk, bk, W_eff, b_eff, dW, db, work)
+
+    def sparse_whole_batch(X, Y, state, config, layouts, Wk, bk, W_eff, b_eff, dW, db, work):
+        return _sparse_batch(X, Y, np.empty(0), np.empty(0, np.int64), np.int64(0), X.shape[0], state, config,
+                             layouts, Wk, bk, W_eff, b_eff, dW, db, work)
+    return sparse_whole_batch
+
+
+@overload(_data_batch, inline="always")
+def _data_batch_overload(X, Y, weights, order, start, stop, state, config, layouts, Wk, bk, W_eff, b_eff, dW, db,
+                         work):
+    if isinstance(X, types.Array):
+        return lambda X, Y, weights, order, start, stop, state, config, layouts, Wk, bk, W_eff, b_eff, dW, db, work: (
+            _batch(X, Y, weights, order, start, stop, state, config, layouts, Wk, bk, W_eff, b_eff, dW, db, work))
+    return lambda X, Y, weights, order, start, stop, state, config, layouts, Wk, bk, W_eff, b_eff, dW, db, work: (
+        _sparse_batch(X, Y, weights, order, start, stop, state, config, layouts, Wk, bk, W_eff, b_eff, dW, db, work))
+
+
+@njit(cache=True)
+def _sparse_batch(X, Y, weights, order, start, stop, state, config, layouts, Wk, bk, W_eff, b_eff, dW, db, work):
+    """``_batch`` for a sparse X (``kernels.cpu_sparse``): residuals by rows, the gradient by columns."""
+    _kernel_params(state, config, Wk, bk, W_eff, b_eff)
+    _, chunk_rows, n_chunks = _layout(layouts, stop - start)
+    value, batch_weight = cpu_sparse._batch_loss_grad(X, Y, Wk, bk, order, weights, start, stop, dW, db,
+                                                      chunk_rows, n_chunks, work)
+    _to_optimizer_space(dW, db, state.mu, state.sigma, config.standardize)
+    return value, batch_weight
+
+
 @njit(cache=True)
 def _gram_batch(G, C, yy, weight_total, state, config, W_eff, b_eff, dW, db):
     """``_batch`` from Gram statistics instead of rows: loss and gradients in the optimiser's space."""
@@ -587,11 +637,12 @@ def _train_epochs(X, Y, rows, weights, val_rows, state, config, lr_by_epoch, fir
         for start in range(0, n_train, batch_size):
             stop = min(start + batch_size, n_train)
             if gather is None:  # full batch, in order, unweighted: this compiles without the gather kernel
-                value, batch_weight = _whole_batch(X, Y, state, config, layouts, Wk, bk, W_eff, b_eff, dW, db, work)
+                value, batch_weight = _data_whole_batch(X, Y, state, config, layouts, Wk, bk, W_eff, b_eff, dW, db,
+                                                        work)
             elif ring is None:
-                value, batch_weight = _batch(X, Y, weights, batch_rows, start, stop, state, config,
-                                             layouts, Wk, bk, W_eff, b_eff, dW, db, work)
-            else:
+                value, batch_weight = _data_batch(X, Y, weights, batch_rows, start, stop, state, config,
+                                                  layouts, Wk, bk, W_eff, b_eff, dW, db, work)
+            else:  # dense X only (kernels.cpu_pipeline)
                 value, batch_weight, ok = _ring_batch(X, Y, weights, batch_rows, start, stop, taken, ring, state,
                                                       config, layouts, Wk, bk, W_eff, b_eff, dW, db, work)
                 if not ok:
@@ -610,8 +661,8 @@ def _train_epochs(X, Y, rows, weights, val_rows, state, config, lr_by_epoch, fir
         done += 1
         metric = loss_history[run_epoch]
         if val_rows is not None:  # None (no early stopping) compiles without the validation pass
-            metric, _ = _batch(X, Y, weights, val_rows, np.int64(0), val_rows.shape[0], state, config,
-                               val_layouts, Wk, bk, W_eff, b_eff, dW, db, work)
+            metric, _ = _data_batch(X, Y, weights, val_rows, np.int64(0), val_rows.shape[0], state, config,
+                                    val_layouts, Wk, bk, W_eff, b_eff, dW, db, work)
             val_history[run_epoch] = metric
         if _stopping_rule(metric, lr, state, config):
             return done

@@ -13,7 +13,7 @@ import numba
 import numpy as np
 
 from linreg import training
-from linreg.kernels import codes, cpu, cpu_pipeline, cpu_train
+from linreg.kernels import codes, cpu, cpu_pipeline, cpu_sparse, cpu_train
 from linreg.options import Spec
 from linreg.runs import GDRun
 
@@ -216,7 +216,9 @@ class _CompiledRun(GDRun):
 
 
 class EngineRun(_CompiledRun):
-    """``epochs`` epochs of the spec's training on the rows of (X, Y) (``rows``; all if None), from ``state``."""
+    """``epochs`` epochs of the spec's training on the rows of (X, Y) (``rows``; all if None), from ``state``.
+
+    X: a dense array, or a sparse matrix's kernel view (``kernels.cpu_sparse.SparseRows``, ``linreg.sparse``)."""
 
     def __init__(self, X: np.ndarray, Y: np.ndarray, spec: Spec, state: EngineState, lr: float, epochs: int, *,
                  weights: np.ndarray | None = None, rows: np.ndarray | None = None,
@@ -234,10 +236,13 @@ class EngineRun(_CompiledRun):
         self.layouts = _layouts(n_features, n_outputs, lengths)
         self.val_layouts = _layouts(n_features, n_outputs, [max(self.val_rows.shape[0], 1)])
         max_chunks = int(max(self.layouts[:, 3].max(), self.val_layouts[:, 3].max()))
-        scratch = max(n_outputs, int(cpu._scratch_size(n_features, n_outputs)))  # what cpu._loss_grad's rows need
-        self.work = (np.zeros((max_chunks, scratch)), np.zeros((max_chunks, n_outputs, n_features)),
-                     np.zeros((max_chunks, n_outputs)), np.zeros(max_chunks), np.zeros(max_chunks),
-                     cpu.kernel_variant(X, Y))  # the row kernel cpu._loss_grad compiles, chosen here
+        if isinstance(X, cpu_sparse.SparseRows):  # sparse X: its kernels' scratch, O(n_samples), no F-wide partials
+            self.work = cpu_sparse.engine_work(X, n_outputs, max_chunks)
+        else:
+            scratch = max(n_outputs, int(cpu._scratch_size(n_features, n_outputs)))  # what cpu._loss_grad's rows need
+            self.work = (np.zeros((max_chunks, scratch)), np.zeros((max_chunks, n_outputs, n_features)),
+                         np.zeros((max_chunks, n_outputs)), np.zeros(max_chunks), np.zeros(max_chunks),
+                         cpu.kernel_variant(X, Y))  # the row kernel cpu._loss_grad compiles, chosen here
         self.config = engine_config(spec, batch_size=batch, seed=seed, standardize=state.standardize,
                                     early_stopping=validates)
         self.order = np.empty(n_train, np.int64)
@@ -247,7 +252,8 @@ class EngineRun(_CompiledRun):
         # Mini-batches whose steps are serial: a second thread may shuffle and gather ahead (same trajectory).
         serial_steps = not any(parallel for n, parallel, _, _ in self.layouts if n != n_train or n == batch)
         self.producer = None
-        if not whole and Y.flags.c_contiguous and cpu_pipeline.pipelines(X, batch, n_train, serial_steps):
+        if (not whole and isinstance(X, np.ndarray) and Y.flags.c_contiguous
+                and cpu_pipeline.pipelines(X, batch, n_train, serial_steps)):
             self.producer = cpu_pipeline.Producer(X, Y, self.order, self.weights, batch)
         dtype = X.dtype
         # Wk, bk (the data's dtype), W_eff, b_eff, dW, db (float64)

@@ -173,14 +173,19 @@ def prepare_fit(estimator, X: Any, y: Any, sample_weight: Any = None, *,
     else:  # the fit's own validation: the same errors
         from linreg import _validation as check
 
-        X2, Y2, _ = check.check_X_y(X, y)
+        if check.is_sparse(X):  # scipy.sparse: validated (and kept sparse) as the fit does
+            from linreg import sparse
+
+            X2, Y2, _ = sparse.check_X_y(X, y)
+        else:
+            X2, Y2, _ = check.check_X_y(X, y)
         weights = check.check_sample_weight(sample_weight, X2.shape[0])
     n_samples, n_features = X2.shape
     n_outputs = Y2.shape[1]
     transposed = cpu.use_transposed(n_samples, n_features, n_outputs,
                                     cpu.parallel_pass(n_samples, n_features, n_outputs))
     key = (repr(sorted(params.items())), X2.dtype.str, n_features, n_outputs, min(n_samples, WARMUP_ROWS + 1),
-           transposed, weights is None)
+           transposed, weights is None, type(X2).__name__)  # a sparse X compiles its own kernels
     what = describe(X2.dtype, n_features, n_outputs)
     if key in _prepared:
         return Preparation(what)

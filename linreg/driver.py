@@ -204,13 +204,14 @@ def fit(spec: Spec, params: dict[str, Any], source, *, one_output: bool, feature
     statistics = None
     # The other backends run the seeds' plain loop; lr="auto" is only its step, found by a host Gram pass.
     auto_step_only = (backend.name != "cpu" and unsupported == ["lr='auto'"] and isinstance(source.X, np.ndarray))
+    sparse = getattr(source, "sparse", False)  # sparse X (linreg.sparse) always trains on the engine
     # backend="cuda" beyond the seeds' loop: the same plan below, on a source whose rows and steps are on the GPU.
     on_device = backend.name == "cuda" and not source.streams and bool(unsupported) and not auto_step_only
     if on_device:
         from linreg.cuda_engine import DeviceRows
 
         source = DeviceRows(source)
-    if (not unsupported or auto_step_only) and not source.streams:  # the seeds' plain loop, on any backend
+    if (not unsupported or auto_step_only) and not source.streams and not sparse:  # the seeds' plain loop
         lr = spec.lr
         if auto_step_only:
             statistics = source.statistics(None, gram=True, moments=False)
@@ -232,7 +233,7 @@ def fit(spec: Spec, params: dict[str, Any], source, *, one_output: bool, feature
         exact = spec.solver == "normal"
         if need_gram or spec.standardize:
             stats = source.statistics(rows, gram=need_gram, moments=spec.standardize, centred=exact)
-        if need_gram and rows is None:  # all the rows: kept for inference (linreg.inference)
+        if need_gram and rows is None and stats.G is not None:  # all the rows: kept for inference (linreg.inference)
             statistics = stats.uncentred()
         mu, sigma = training.standardization(stats, spec.standardize, n_features)
         if exact:
