@@ -13,7 +13,7 @@ import numba
 import numpy as np
 
 from linreg import training
-from linreg.kernels import codes, cpu, cpu_pipeline, cpu_sparse, cpu_train
+from linreg.kernels import codes, cpu, cpu_gather, cpu_pipeline, cpu_sparse, cpu_train
 from linreg.options import Spec
 from linreg.runs import GDRun
 
@@ -239,7 +239,9 @@ class EngineRun(_CompiledRun):
         if isinstance(X, cpu_sparse.SparseRows):  # sparse X: its kernels' scratch, O(n_samples), no F-wide partials
             self.work = cpu_sparse.engine_work(X, n_outputs, max_chunks)
         else:
-            scratch = max(n_outputs, int(cpu._scratch_size(n_features, n_outputs)))  # what cpu._loss_grad's rows need
+            # What the row kernels need: cpu._loss_grad's (full batches) and cpu_gather's (mini-batches).
+            scratch = max(n_outputs, int(cpu._scratch_size(n_features, n_outputs)),
+                          int(cpu_gather._scratch_size(n_features, n_outputs)))
             self.work = (np.zeros((max_chunks, scratch)), np.zeros((max_chunks, n_outputs, n_features)),
                          np.zeros((max_chunks, n_outputs)), np.zeros(max_chunks), np.zeros(max_chunks),
                          cpu.kernel_variant(X, Y))  # the row kernel cpu._loss_grad compiles, chosen here
