@@ -45,7 +45,7 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
-from . import cpu, cpu_gather, cpu_gram, cpu_pipeline, cpu_sparse
+from . import cpu, cpu_gather, cpu_gram, cpu_sparse
 from .codes import (  # noqa: F401
     ADAM,
     ADAMW,
@@ -105,54 +105,6 @@ def epoch_order(seed: int, epoch: int, n_samples: int, rows: np.ndarray | None =
     order = np.empty(rows.shape[0] if rows.shape[0] else n_samples, np.int64)
     _shuffle_rows(order, rows, n_samples, np.int64(seed), np.int64(epoch))
     return order
-
-
-@njit(cache=True, nogil=True)
-def produce_batches(X, Y, order, weights, n_batches, batch_size, slots_X, slots_Y, slots_w, flags):
-    """``kernels.cpu_pipeline``'s producer thread: gather batches 0 .. n_batches - 1 of a call of
-    ``_train_epochs`` (with a ring) into the ring, as the training loop publishes each epoch's order."""
-    n_train = order.shape[0]
-    n_features, n_outputs = X.shape[1], Y.shape[1]
-    n_slots = slots_X.shape[0]
-    per_epoch = (n_train + batch_size - 1) // batch_size
-    weighted = weights.shape[0] > 0
-    x = X.reshape(X.size)
-    line = 64 // x.itemsize
-    spins = 0
-    while True:
-        if cpu_pipeline.load_acquire(flags, cpu_pipeline.STOP) != 0:
-            return
-        g = cpu_pipeline.load_acquire(flags, cpu_pipeline.NEXT_CLAIM)
-        if g >= n_batches:
-            return
-        # Claim g once its slot is free and its epoch's order written; the training thread may claim it first.
-        if (cpu_pipeline.load_acquire(flags, cpu_pipeline.CONSUMED) <= g - n_slots
-                or cpu_pipeline.load_acquire(flags, cpu_pipeline.EPOCHS_READY) <= g // per_epoch
-                or not cpu_pipeline.compare_and_swap(flags, cpu_pipeline.NEXT_CLAIM, g, g + 1)):
-            spins = cpu_pipeline.wait_a_little(spins)
-            continue
-        spins = 0
-        slot = g % n_slots
-        start = (g % per_epoch) * batch_size
-        stop = min(start + batch_size, n_train)
-        ahead_end = stop - 16
-        for p in range(start, stop):
-            if p < ahead_end:  # the row 16 positions ahead: its fetch overlaps these copies
-                first = order[p + 16] * n_features
-                e = first
-                while e < first + n_features:
-                    cpu._prefetch(x, e)
-                    e += line
-                cpu._prefetch(x, first + n_features - 1)
-            i = order[p]
-            k = p - start
-            for f in range(n_features):
-                slots_X[slot, k, f] = X[i, f]
-            for o in range(n_outputs):
-                slots_Y[slot, k, o] = Y[i, o]
-            if weighted:
-                slots_w[slot, k] = weights[i]
-        cpu_pipeline.publish(flags, cpu_pipeline.READY + slot * cpu_pipeline.FLAG_STRIDE, g + 1)
 
 
 # --------------------------------------------------------------------------- streaming kernels
@@ -570,45 +522,15 @@ def _stopping_rule(metric, lr, state, config):
     return True
 
 
-@njit(cache=True, inline="always")
-def _ring_batch(X, Y, weights, order, start, stop, g, ring, state, config, layouts, Wk, bk, W_eff, b_eff, dW, db,
-                work):
-    """``_batch`` of positions [start, stop) of ``order``, the run's batch ``g``: from its ring slot if
-    ``kernels.cpu_pipeline``'s producer gathered it, else from X (claimed here); the same row kernel on the
-    same values in the same order either way. Returns (loss, weight, ok); not ok: the producer failed (the
-    caller raises its error)."""
-    slots_X, slots_Y, slots_w, flags = ring
-    taken = cpu_pipeline.take_batch(flags, g, slots_X.shape[0])
-    if taken < 0:
-        return 0.0, 0.0, False
-    if taken == 0:
-        value, batch_weight = _batch(X, Y, weights, order, start, stop, state, config, layouts, Wk, bk, W_eff,
-                                     b_eff, dW, db, work)
-    else:
-        slot = g % slots_X.shape[0]
-        n = stop - start
-        _kernel_params(state, config, Wk, bk, W_eff, b_eff)
-        residuals, dW_parts, db_parts, loss_parts, weight_parts, variant = work
-        parallel, chunk_rows, n_chunks = _layout(layouts, n)
-        value, batch_weight = _gather_loss_grad(slots_X[slot], slots_Y[slot], Wk, bk, order[:0], slots_w[slot],
-                                                np.int64(0), n, dW, db, parallel, chunk_rows, n_chunks,
-                                                residuals, dW_parts, db_parts, loss_parts, weight_parts)
-        _to_optimizer_space(dW, db, state.mu, state.sigma, config.standardize)
-    cpu_pipeline.publish(flags, cpu_pipeline.CONSUMED, g + 1)
-    return value, batch_weight, True
-
-
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def _train_epochs(X, Y, rows, weights, val_rows, state, config, lr_by_epoch, first_epoch, n_epochs,
-                  loss_history, val_history, layouts, val_layouts, order, scratch, work, gather, ring):
+                  loss_history, val_history, layouts, val_layouts, order, scratch, work, gather):
     """Run up to ``n_epochs`` epochs over the rows of (X, Y) from epoch ``counters[K_EPOCH]``; return the number
     completed.
 
     ``lr_by_epoch``, ``loss_history`` and ``val_history`` are indexed by epoch - first_epoch.
-    ``gather`` None: every step is the whole data in order, unweighted; ``val_rows`` None: no early stopping;
-    ``ring`` None: this thread gathers its batches, else ``kernels.cpu_pipeline``'s producer thread does
-    (each None is typed, so numba compiles the loop without the kernels it would not call). Runs without the
-    GIL, so that the producer thread runs alongside.
+    ``gather`` None: every step is the whole data in order, unweighted; ``val_rows`` None: no early stopping
+    (each None is typed, so numba compiles the loop without the kernels it would not call).
     ``scratch`` = (Wk, bk, W_eff, b_eff, dW, db): parameters in the data's dtype, in original units, gradients.
     Stops early (``counters[K_STOP]``) on ``_stopping_rule`` or on divergence (``_diverge``).
     """
@@ -617,7 +539,6 @@ def _train_epochs(X, Y, rows, weights, val_rows, state, config, lr_by_epoch, fir
     batch_size = config.batch_size  # rows per batch, clamped once (training.batch_rows)
     counters, scalars = state.counters, state.scalars
     done = 0
-    taken = 0  # batches of this call, counted across its epochs (the ring's batch numbers)
     for _ in range(n_epochs):
         epoch = counters[K_EPOCH]
         run_epoch = epoch - first_epoch
@@ -626,12 +547,6 @@ def _train_epochs(X, Y, rows, weights, val_rows, state, config, lr_by_epoch, fir
         if config.shuffle and batch_size < n_train:
             _shuffle_rows(order, rows, X.shape[0], config.seed, epoch)
             batch_rows = order
-        elif ring is not None:  # the producer reads every epoch's rows from ``order``
-            for p in range(n_train):
-                order[p] = rows[p] if rows.shape[0] > 0 else p
-            batch_rows = order
-        if ring is not None:
-            cpu_pipeline.publish(ring[3], cpu_pipeline.EPOCHS_READY, done + 1)
         epoch_loss = 0.0
         epoch_weight = 0.0
         for start in range(0, n_train, batch_size):
@@ -639,15 +554,9 @@ def _train_epochs(X, Y, rows, weights, val_rows, state, config, lr_by_epoch, fir
             if gather is None:  # full batch, in order, unweighted: this compiles without the gather kernel
                 value, batch_weight = _data_whole_batch(X, Y, state, config, layouts, Wk, bk, W_eff, b_eff, dW, db,
                                                         work)
-            elif ring is None:
+            else:
                 value, batch_weight = _data_batch(X, Y, weights, batch_rows, start, stop, state, config,
                                                   layouts, Wk, bk, W_eff, b_eff, dW, db, work)
-            else:  # dense X only (kernels.cpu_pipeline)
-                value, batch_weight, ok = _ring_batch(X, Y, weights, batch_rows, start, stop, taken, ring, state,
-                                                      config, layouts, Wk, bk, W_eff, b_eff, dW, db, work)
-                if not ok:
-                    return done
-                taken += 1
             if batch_weight == 0.0:
                 continue  # all weights 0: nothing to learn from this batch, and no step
             value, stepped = _apply_step(state, dW, db, value, config, lr)

@@ -9,11 +9,10 @@ optimiser buffers, the step and epoch counters and the stopping state, as the
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
 from linreg import training
-from linreg.kernels import codes, cpu, cpu_gather, cpu_pipeline, cpu_sparse, cpu_train
+from linreg.kernels import codes, cpu, cpu_gather, cpu_sparse, cpu_train
 from linreg.options import Spec
 from linreg.runs import GDRun
 
@@ -251,12 +250,6 @@ class EngineRun(_CompiledRun):
         # Every step the whole data in order, unweighted: None, so the compiled loop has no gather kernel.
         whole = batch == n_train == X.shape[0] and self.weights.shape[0] == 0
         self.gather = None if whole else True
-        # Mini-batches whose steps are serial: a second thread may shuffle and gather ahead (same trajectory).
-        serial_steps = not any(parallel for n, parallel, _, _ in self.layouts if n != n_train or n == batch)
-        self.producer = None
-        if (not whole and isinstance(X, np.ndarray) and Y.flags.c_contiguous
-                and cpu_pipeline.pipelines(X, batch, n_train, serial_steps)):
-            self.producer = cpu_pipeline.Producer(X, Y, self.order, self.weights, batch)
         dtype = X.dtype
         # Wk, bk (the data's dtype), W_eff, b_eff, dW, db (float64)
         self.scratch = (np.empty((n_outputs, n_features), dtype), np.empty(n_outputs, dtype),
@@ -268,19 +261,10 @@ class EngineRun(_CompiledRun):
         if not n_epochs:
             return 0
         cpu.launch_threads()
-        two_threads = cpu_pipeline.ENABLED and numba.get_num_threads() >= 2
-        producer = self.producer if two_threads else None
-        if producer is not None:
-            producer.start(n_epochs)
-        try:
-            done = cpu_train._train_epochs(
-                self.X, self.Y, self.rows, self.weights, self.val_rows if self.validates else None,
-                self.state.arrays, self.config, self.lr_by_epoch, self.first_epoch, n_epochs, self.loss_history,
-                self.val_history, self.layouts, self.val_layouts, self.order, self.scratch, self.work, self.gather,
-                None if producer is None else producer.ring)
-        finally:
-            if producer is not None:
-                producer.stop()
+        done = cpu_train._train_epochs(
+            self.X, self.Y, self.rows, self.weights, self.val_rows if self.validates else None, self.state.arrays,
+            self.config, self.lr_by_epoch, self.first_epoch, n_epochs, self.loss_history, self.val_history,
+            self.layouts, self.val_layouts, self.order, self.scratch, self.work, self.gather)
         return self._after_advance(done)
 
 

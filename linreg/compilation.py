@@ -117,7 +117,7 @@ def _warmup_rows(estimator, n_samples: int, n_features: int, n_outputs: int) -> 
 
     spec = options.make_spec(estimator.get_params())
     if spec.non_plain_options():
-        # Mini-batches smaller than the data may take the gather thread (kernels.cpu_pipeline): so must the warm-up.
+        # Mini-batches smaller than the data take the gather kernel (a whole batch does not): so must the warm-up.
         batch = spec.batch_size
         return small if batch is None or batch >= n_samples else min(n_samples, max(small, batch + 1))
     transposed = cpu.use_transposed(n_samples, n_features, n_outputs,
