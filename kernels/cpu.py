@@ -69,9 +69,11 @@ __all__ = [
     "use_transposed",
 ]
 
-#: Rows per chunk when n_samples is small enough that MAX_CHUNKS is not reached.
-#: 4096 rows x 32 float32 features is 512 KiB: a chunk streams through L2.
-CHUNK_ROWS = 4096
+#: Rows per chunk when n_samples is small enough that MAX_CHUNKS is not reached. Small enough that
+#: cache-resident problems (10,000 rows: 10 chunks) split evenly over the threads: prange hands each
+#: thread one contiguous range of chunks, and 3 chunks of 4096 rows over 2 threads ran 8192 rows on one
+#: (issue 15; benchmarks/README.md item 29). Large problems reach MAX_CHUNKS and take larger chunks.
+CHUNK_ROWS = 1024
 #: Upper bound on the number of chunks, so the partial buffers stay small
 #: (MAX_CHUNKS * n_outputs * n_features float64) at any n_samples.
 MAX_CHUNKS = 256
