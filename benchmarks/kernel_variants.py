@@ -231,13 +231,14 @@ def _v2_short_partials_prefetch(X, Y, W, b, start, stop, dW_part, db_part):
     return total
 
 
-def make_tiled(rows: int, ahead_bytes: int, copy64: bool, pair_outputs: bool):
+def make_tiled(rows: int, ahead_bytes: int, copy64: bool, pair_outputs: bool, burst: bool = False):
     """Variants 3+: one kernel with its tunables as compile-time constants (not cached: a closure).
 
     rows: rows per block (the float32 partial gradient is flushed to float64 after each block);
     ahead_bytes: prefetch X this far ahead of the 4 rows being computed (0: off); copy64: convert a
     block of X to float64 once (residual pass reads the copy) instead of converting as used;
-    pair_outputs: residual and gradient tiles of 4 rows x 2 outputs (x loaded once per 2 outputs).
+    pair_outputs: residual and gradient tiles of 4 rows x 2 outputs (x loaded once per 2 outputs);
+    burst: the prefetches of a whole block at its start (one check per block) instead of per 4 rows.
     """
 
     @njit(fastmath=_FASTMATH)
@@ -247,6 +248,7 @@ def make_tiled(rows: int, ahead_bytes: int, copy64: bool, pair_outputs: bool):
         line = 64 // x.itemsize
         ahead = ahead_bytes // x.itemsize
         reach = x.shape[0] if ahead > 0 and x.shape[0] * x.itemsize > cpu._PREFETCH_MIN_BYTES else 0
+        spread = 0 if burst else reach  # per-4-row prefetches only when not in bursts
         w64 = np.empty(n_outputs * n_features)
         for o in range(n_outputs):
             db_part[o] = 0.0
@@ -262,6 +264,9 @@ def make_tiled(rows: int, ahead_bytes: int, copy64: bool, pair_outputs: bool):
         for i0 in range(start, stop, rows):
             m = min(rows, stop - i0)
             base = i0 * n_features
+            if burst and reach > 0:
+                for j in range(base + ahead, min(base + ahead + m * n_features, reach), line):
+                    cpu._prefetch(x, j)
             if copy64:
                 src = x[base:base + m * n_features]
                 for j in range(m * n_features):
@@ -279,7 +284,7 @@ def make_tiled(rows: int, ahead_bytes: int, copy64: bool, pair_outputs: bool):
                 bb = np.float64(b[o + 1])
                 k = 0
                 while k + 4 <= m:
-                    if p == 0 and reach > 0:
+                    if p == 0 and spread > 0:
                         first = base + k * n_features + ahead
                         for j in range(first, min(first + 4 * n_features, reach), line):
                             cpu._prefetch(x, j)
@@ -335,7 +340,7 @@ def make_tiled(rows: int, ahead_bytes: int, copy64: bool, pair_outputs: bool):
                 bo = np.float64(b[o])
                 k = 0
                 while k + 4 <= m:
-                    if o == 0 and reach > 0:
+                    if o == 0 and spread > 0:
                         first = base + k * n_features + ahead
                         for j in range(first, min(first + 4 * n_features, reach), line):
                             cpu._prefetch(x, j)
@@ -518,7 +523,16 @@ def _v12_outer_product(X, Y, W, b, start, stop, dW_part, db_part):
 
 @njit(cache=True, fastmath=_FASTMATH)
 def _v13_shipped(X, Y, W, b, start, stop, dW_part, db_part):
-    """13: kernels.cpu._tiled_rows, what issue 15 ships (variant 3's tiles, prefetch 8 KiB ahead)."""
+    """13: kernels.cpu._tiled_rows_prefetching, what issue 15 ships for X larger than 64 MiB (variant 3's
+    tiles, prefetch 8 KiB ahead, 4 rows' lines per 4 rows)."""
+    n_outputs, n_features = W.shape
+    scratch = np.empty(cpu._scratch_size(n_features, n_outputs))
+    return cpu._tiled_rows_prefetching(X, Y, W, b, start, stop, scratch, dW_part, db_part)
+
+
+@njit(cache=True, fastmath=_FASTMATH)
+def _v17_shipped_in_cache(X, Y, W, b, start, stop, dW_part, db_part):
+    """17: kernels.cpu._tiled_rows, what issue 15 ships for smaller X (no prefetch)."""
     n_outputs, n_features = W.shape
     scratch = np.empty(cpu._scratch_size(n_features, n_outputs))
     return cpu._tiled_rows(X, Y, W, b, start, stop, scratch, dW_part, db_part)
@@ -527,10 +541,11 @@ def _v13_shipped(X, Y, W, b, start, stop, dW_part, db_part):
 # --------------------------------------------------------------------------- driver and timing
 
 VARIANTS = {0: _v0_reference, 1: _v1_short_partials, 2: _v2_short_partials_prefetch, 12: _v12_outer_product,
-            13: _v13_shipped}
+            13: _v13_shipped, 17: _v17_shipped_in_cache}
 #: Variants 3+: (rows, prefetch ahead bytes, float64 copy, 2-output tiles) of make_tiled.
 TILED = {3: (32, 0, False, True), 4: (32, 0, True, True), 5: (64, 0, True, True), 6: (32, 4096, False, True),
-         7: (32, 16384, False, True), 8: (64, 8192, True, True), 9: (16, 0, False, True)}
+         7: (32, 16384, False, True), 8: (64, 8192, True, True), 9: (16, 0, False, True),
+         14: (32, 8192, False, True, True), 15: (32, 16384, False, True, True), 16: (32, 4096, False, True, True)}
 
 
 def variant_kernel(variant: int):

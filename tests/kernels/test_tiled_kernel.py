@@ -21,14 +21,14 @@ from linreg.kernels import cpu
 from linreg.testing import assert_close
 
 DTYPES = [np.float32, np.float64]
-FIXED, TILED, BLOCKED = "fixed", "tiled", "blocked"
+FIXED, TILED, PREFETCHING, BLOCKED = "fixed", "tiled", "tiled, prefetching", "blocked"
 
 
 def variant_of(kind, X, Y):
     """The variant value of ``kind`` for (X, Y): what kernel_variant picks, or forced (for kernels' tests)."""
     if kind == FIXED:
         return (0.0,) * X.shape[1]
-    return (0,) if kind == TILED else ()
+    return {TILED: cpu.TILED, PREFETCHING: cpu.TILED_PREFETCHING, BLOCKED: ()}[kind]
 
 
 def loss_grad(X, Y, W, b, variant, chunk_rows=None, parallel=None):
@@ -57,11 +57,13 @@ def check_against_reference(result, X, Y, W, b, rtol, what):
 
 def test_kernel_variant_picks_the_tiled_kernel_for_contiguous_wide_or_multi_output_data():
     X, Y, _, _ = random_problem(10, 32, 1, np.float32)
-    assert cpu.kernel_variant(X, Y) == (0,)
+    assert cpu.kernel_variant(X, Y) == cpu.TILED
     X, Y, _, _ = random_problem(10, 3, 2, np.float64)
-    assert cpu.kernel_variant(X, Y) == (0,)
+    assert cpu.kernel_variant(X, Y) == cpu.TILED
     X, Y, _, _ = random_problem(10, 5, 1, np.float32)
     assert cpu.kernel_variant(X, Y) == (0.0,) * 5
+    big = np.zeros(((cpu._PREFETCH_MIN_BYTES >> 7) + 1, 32), np.float32)  # just over the limit
+    assert cpu.kernel_variant(big, np.zeros((big.shape[0], 1), np.float32)) == cpu.TILED_PREFETCHING
     assert cpu.kernel_variant(np.asfortranarray(X), Y) == ()
 
 
@@ -73,7 +75,7 @@ SHAPES = [(1, 1), (1, 2), (17, 1), (17, 3), (33, 8), (7, 16), (130, 2)]
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n_features, n_outputs", SHAPES)
-@pytest.mark.parametrize("kind", [TILED, BLOCKED])
+@pytest.mark.parametrize("kind", [TILED, PREFETCHING, BLOCKED])
 def test_every_kernel_at_tile_block_and_chunk_boundaries(kind, n_features, n_outputs, dtype):
     rtol = 1e-6 if dtype == np.float32 else 1e-12
     for n_samples in ROWS:
@@ -128,8 +130,8 @@ def test_float32_tiled_near_the_optimum_of_wide_seed_like_data(n_features, n_out
     X, Y, coef, rng = seed_like(20_000, n_features, n_outputs)
     W = (coef * (1 + distance * rng.standard_normal(coef.shape))).astype(np.float32)
     b = np.full(n_outputs, datasets.SEED_BIAS, np.float32)
-    assert cpu.kernel_variant(X, Y) == (0,)
-    check_against_reference(loss_grad(X, Y, W, b, (0,)), X, Y, W, b, 1e-5, f"{n_features}->{n_outputs}")
+    assert cpu.kernel_variant(X, Y) == cpu.TILED
+    check_against_reference(loss_grad(X, Y, W, b, cpu.TILED), X, Y, W, b, 1e-5, f"{n_features}->{n_outputs}")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -175,7 +177,7 @@ def test_float32_tiled_within_1e6_at_ten_million_rows():
     W = np.array([[2.0, -1.0], [0.5, 1.5]], np.float32)
     b = np.array([3.0, -2.0], np.float32)
     Y = (X @ W.T + b + rng.standard_normal((n_samples, 2), dtype=np.float32)).astype(np.float32)
-    assert cpu.kernel_variant(X, Y) == (0,)
+    assert cpu.kernel_variant(X, Y) == cpu.TILED_PREFETCHING  # 80 MB: X streams from memory
     dW, db = np.empty_like(W), np.empty_like(b)
     value = cpu.loss_grad(X, Y, W, b, dW, db)
     ref_loss, ref_dW, ref_db = _chunked_reference(X, Y, W, b)
@@ -189,7 +191,7 @@ def test_float32_tiled_within_1e6_at_ten_million_rows():
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kind, shape", [(FIXED, (5, 1)), (TILED, (33, 1)), (TILED, (64, 8)), (TILED, (7, 3)),
-                                         (BLOCKED, (33, 3))])
+                                         (PREFETCHING, (33, 3)), (BLOCKED, (33, 3))])
 def test_bit_identical_for_one_and_two_threads(kind, shape, dtype):
     """Every kernel on the parallel path with numba's pool at 1 and 2 threads, and the serial path: equal bits."""
     n_features, n_outputs = shape
