@@ -62,7 +62,7 @@ def test_kernel_variant_picks_the_tiled_kernel_for_contiguous_wide_or_multi_outp
     assert cpu.kernel_variant(X, Y) == cpu.TILED
     X, Y, _, _ = random_problem(10, 5, 1, np.float32)
     assert cpu.kernel_variant(X, Y) == (0.0,) * 5
-    big = np.zeros(((cpu._PREFETCH_MIN_BYTES >> 7) + 1, 32), np.float32)  # just over the limit
+    big = np.zeros(((cpu._TILED_PREFETCH_MIN_BYTES >> 7) + 1, 32), np.float32)  # just over the limit
     assert cpu.kernel_variant(big, np.zeros((big.shape[0], 1), np.float32)) == cpu.TILED_PREFETCHING
     assert cpu.kernel_variant(np.asfortranarray(X), Y) == ()
 
