@@ -845,11 +845,11 @@ def targets(results: list[Result], roofline: float, cold: dict[str, Any] | None)
     add("W2 2e6x32 f32 epoch vs torch seed loop", _ratio(results, W2_TARGET, "torch-seed"), 6, "x")
     for case, goal in WIDE_TARGETS:
         ours = _find(results, case, "linreg-cpu")
-        add(f"W2 {case.n_samples:.0e}x{case.n_features}->{case.n_outputs} {case.dtype} epoch, fraction of read "
+        add(f"W2 {case.n_samples:,}x{case.n_features}->{case.n_outputs} {case.dtype} epoch, fraction of read "
             "bandwidth", None if ours is None else case.nbytes / ours.min_s / 1e9 / roofline, goal, "of roofline")
     for case in SMALL_TARGETS:
         peer = _best_peer(results, case)
-        add(f"W2 {case.n_samples}x{case.n_features} f32 epoch vs the best of torch and NumPy",
+        add(f"W2 {case.n_samples:,}x{case.n_features} f32 epoch vs the best of torch and NumPy",
             None if peer is None else _ratio(results, case, peer.provider), 1, "x",
             note="" if peer is None else f"best peer: {peer.provider}")
     worst = _worst_vs_best_peer(results)
