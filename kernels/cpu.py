@@ -27,8 +27,15 @@ Parallel strategy and why it is deterministic and race-free:
 * The partials are combined afterwards by one thread in chunk order 0, 1, ...,
   so the floating-point summation order is fixed: results are bit-identical
   for 1, 2 or 64 threads.
-* All accumulation is in float64 whatever the input dtype, so float32 data
-  keeps float64 accuracy in the loss and gradients at large n_samples.
+* Residuals, the loss and db are accumulated in float64 whatever the input
+  dtype (exact products of float32 values, float64 sums: near the optimum the
+  residual is a small difference of large predictions). The tiled kernel
+  (``_tiled_rows``, wide or multi-output data) forms the gradient's products
+  and partial sums over a block of _TILE_ROWS rows in X's dtype and adds each
+  block's partial into float64: the accuracy contract (DESIGN.md section 1:
+  float32 within 1e-6 of float64 at 10,000,000 rows, 1e-5 near seed 000's
+  optimum; measured ~5e-8, the rounding of dW to float32) at twice the
+  vector width. The other kernels accumulate everything in float64.
 * Small problems (``n_samples * n_features * n_outputs < PARALLEL_MIN_WORK``)
   walk the same chunks in a plain loop: a parallel-region launch costs ~2 us on
   the omp/tbb threading layers but ~100 us on workqueue, more than a whole
@@ -74,7 +81,7 @@ __all__ = [
 #: Rows per chunk when n_samples is small enough that MAX_CHUNKS is not reached. Small enough that
 #: cache-resident problems (10,000 rows: 10 chunks) split evenly over the threads: prange hands each
 #: thread one contiguous range of chunks, and 3 chunks of 4096 rows over 2 threads ran 8192 rows on one
-#: (issue 15; benchmarks/README.md item 29). Large problems reach MAX_CHUNKS and take larger chunks.
+#: (issue 15; benchmarks/README.md item 32). Large problems reach MAX_CHUNKS and take larger chunks.
 CHUNK_ROWS = 1024
 #: Upper bound on the number of chunks, so the partial buffers stay small
 #: (MAX_CHUNKS * n_outputs * n_features float64) at any n_samples.
@@ -97,13 +104,13 @@ _BLOCK_ELEMENTS = 2048
 #: Full-batch GD on at most this many elements (n_samples * (n_features + 1)) of a specialised
 #: problem keeps a transposed float64 copy of X and Y (1 MiB at most, cache-resident) for all epochs.
 _TRANSPOSE_MAX_ELEMENTS = 1 << 17
-#: The blocked and tiled kernels prefetch X only when X is larger than this (it then streams from memory;
+#: The blocked kernel prefetches X only when X is larger than this (it then streams from memory;
 #: smaller data sits in the last-level cache, where the prefetch instructions only cost time).
 _PREFETCH_MIN_BYTES = 64 << 20
 #: The tiled kernel's float32 partial gradient sums cover this many rows, then are added into float64
 #: (the accuracy contract: short float32 partial sums, benchmarks/README.md item 27).
 _TILE_ROWS = 32
-#: The tiled kernel prefetches X this many bytes ahead of the 4 rows it computes (item 28).
+#: The tiled kernel prefetches X this many bytes ahead of the 4 rows it computes (item 30).
 _PREFETCH_AHEAD_BYTES = 8192
 #: ... when X is larger than this: half the 32 MiB last-level cache that other processes share
 #: (one thread, 100,000x32: float64, 24 MiB, 0.81 ms prefetched against 1.48; float32, 12 MiB,
@@ -180,9 +187,9 @@ def _loss_grad_rows(X, Y, W, b, start, stop, residual, dW_part, db_part, variant
     compiled caller reaches only its own variant's kernel: a tuple of n_features float64
     zeros (one output, C-contiguous X and Y) the kernel specialised on n_features,
     ``TILED`` / ``TILED_PREFETCHING`` (integer tuples) the tiled kernel without / with
-    prefetching (C-contiguous X and Y), ``()`` the blocked kernel (any layout). ``residual`` is float64 scratch: of
-    ``_scratch_size(n_features, n_outputs)`` elements the blocked and tiled kernels use it,
-    smaller they allocate their own (any length works).
+    prefetching (C-contiguous X and Y), ``()`` the blocked kernel (any layout).
+    ``residual`` is float64 scratch: of ``_scratch_size(n_features, n_outputs)`` elements
+    the blocked and tiled kernels use it, smaller they allocate their own (any length works).
     """
     raise NotImplementedError("compiled code only")
 
