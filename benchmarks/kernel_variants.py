@@ -523,16 +523,25 @@ def _v12_outer_product(X, Y, W, b, start, stop, dW_part, db_part):
 
 @njit(cache=True, fastmath=_FASTMATH)
 def _v13_shipped(X, Y, W, b, start, stop, dW_part, db_part):
-    """13: kernels.cpu._tiled_rows_prefetching, what issue 15 ships for X larger than 64 MiB (variant 3's
-    tiles, prefetch 8 KiB ahead, 4 rows' lines per 4 rows)."""
+    """13: kernels.cpu._tiled_rows as it runs for X larger than 16 MiB (variant 3's tiles, prefetch 8 KiB
+    ahead, 4 rows' lines per 4 rows), whatever the size of X here."""
     n_outputs, n_features = W.shape
     scratch = np.empty(cpu._scratch_size(n_features, n_outputs))
-    return cpu._tiled_rows_prefetching(X, Y, W, b, start, stop, scratch, dW_part, db_part)
+    return cpu._tiled_rows_with(X, Y, W, b, start, stop, scratch, dW_part, db_part, True)
 
 
 @njit(cache=True, fastmath=_FASTMATH)
 def _v17_shipped_in_cache(X, Y, W, b, start, stop, dW_part, db_part):
-    """17: kernels.cpu._tiled_rows, what issue 15 ships for smaller X (no prefetch)."""
+    """17: kernels.cpu._tiled_rows as it runs for smaller X (no prefetch code), whatever the size of X here."""
+    n_outputs, n_features = W.shape
+    scratch = np.empty(cpu._scratch_size(n_features, n_outputs))
+    return cpu._tiled_rows_with(X, Y, W, b, start, stop, scratch, dW_part, db_part, False)
+
+
+
+@njit(cache=True, fastmath=_FASTMATH)
+def _v18_shipped(X, Y, W, b, start, stop, dW_part, db_part):
+    """18: kernels.cpu._tiled_rows itself: variant 17 or 13 by the size of X (one check per chunk)."""
     n_outputs, n_features = W.shape
     scratch = np.empty(cpu._scratch_size(n_features, n_outputs))
     return cpu._tiled_rows(X, Y, W, b, start, stop, scratch, dW_part, db_part)
@@ -541,7 +550,7 @@ def _v17_shipped_in_cache(X, Y, W, b, start, stop, dW_part, db_part):
 # --------------------------------------------------------------------------- driver and timing
 
 VARIANTS = {0: _v0_reference, 1: _v1_short_partials, 2: _v2_short_partials_prefetch, 12: _v12_outer_product,
-            13: _v13_shipped, 17: _v17_shipped_in_cache}
+            13: _v13_shipped, 17: _v17_shipped_in_cache, 18: _v18_shipped}
 #: Variants 3+: (rows, prefetch ahead bytes, float64 copy, 2-output tiles) of make_tiled.
 TILED = {3: (32, 0, False, True), 4: (32, 0, True, True), 5: (64, 0, True, True), 6: (32, 4096, False, True),
          7: (32, 16384, False, True), 8: (64, 8192, True, True), 9: (16, 0, False, True),

@@ -63,7 +63,6 @@ __all__ = [
     "MAX_CHUNKS",
     "PARALLEL_MIN_WORK",
     "TILED",
-    "TILED_PREFETCHING",
     "Workspace",
     "chunking",
     "gd",
@@ -116,10 +115,8 @@ _PREFETCH_AHEAD_BYTES = 8192
 #: (one thread, 100,000x32: float64, 24 MiB, 0.81 ms prefetched against 1.48; float32, 12 MiB,
 #: 0.65 against 0.55 ms: from the cache the prefetches only cost).
 _TILED_PREFETCH_MIN_BYTES = 16 << 20
-#: ``kernel_variant``'s values for the tiled kernel: by their type (the tuple's length) they select
-#: ``_tiled_rows`` (data in the caches) and ``_tiled_rows_prefetching`` (X streams from memory).
+#: ``kernel_variant``'s value for the tiled kernel (``_tiled_rows``): by its type, a tuple of one integer.
 TILED = (0,)
-TILED_PREFETCHING = (0, 0)
 
 
 def chunking(n_samples: int, chunk_rows: int | None = None, max_chunks: int | None = None) -> tuple[int, int]:
@@ -186,8 +183,8 @@ def _loss_grad_rows(X, Y, W, b, start, stop, residual, dW_part, db_part, variant
     ``variant`` (``kernel_variant``) picks the kernel by its *type*, at compile time, so a
     compiled caller reaches only its own variant's kernel: a tuple of n_features float64
     zeros (one output, C-contiguous X and Y) the kernel specialised on n_features,
-    ``TILED`` / ``TILED_PREFETCHING`` (integer tuples) the tiled kernel without / with
-    prefetching (C-contiguous X and Y), ``()`` the blocked kernel (any layout).
+    ``TILED`` (an integer tuple) the tiled kernel (C-contiguous X and Y), ``()`` the
+    blocked kernel (any layout).
     ``residual`` is float64 scratch: of ``_scratch_size(n_features, n_outputs)`` elements
     the blocked and tiled kernels use it, smaller they allocate their own (any length works).
     """
@@ -203,10 +200,6 @@ def _loss_grad_rows_overload(X, Y, W, b, start, stop, residual, dW_part, db_part
             return _fixed_rows(X.reshape(-1), Y.reshape(-1), W, b, start, stop, dW_part, db_part, variant)
         return specialised_rows
     tiled = isinstance(variant, types.UniTuple) and isinstance(variant.dtype, types.Integer)
-    if tiled and contiguous and variant.count == len(TILED_PREFETCHING):
-        def tiled_prefetching_rows(X, Y, W, b, start, stop, residual, dW_part, db_part, variant):
-            return _tiled_rows_prefetching(X, Y, W, b, start, stop, residual, dW_part, db_part)
-        return tiled_prefetching_rows
     if tiled and contiguous:
         def tiled_rows(X, Y, W, b, start, stop, residual, dW_part, db_part, variant):
             return _tiled_rows(X, Y, W, b, start, stop, residual, dW_part, db_part)
@@ -388,14 +381,15 @@ def _cast_like_overload(value, array):
 
 @njit(cache=True, fastmath=_FASTMATH)
 def _tiled_rows(X, Y, W, b, start, stop, scratch, dW_part, db_part):
-    """_tiled_rows_with for data in the caches: no prefetch instructions (their checks cost ~15% at 32 features)."""
-    return _tiled_rows_with(X, Y, W, b, start, stop, scratch, dW_part, db_part, False)
+    """_tiled_rows_with, prefetching when X streams from memory (larger than _TILED_PREFETCH_MIN_BYTES).
 
-
-@njit(cache=True, fastmath=_FASTMATH)
-def _tiled_rows_prefetching(X, Y, W, b, start, stop, scratch, dW_part, db_part):
-    """_tiled_rows_with for X streaming from memory (larger than _TILED_PREFETCH_MIN_BYTES): prefetches ahead."""
-    return _tiled_rows_with(X, Y, W, b, start, stop, scratch, dW_part, db_part, True)
+    Decided here, at run time, rather than by a variant chosen in Python, so that a fit's warm-up on
+    a few rows (``linreg.compilation``) compiles what the real fit runs; and in one copy of the loops:
+    a second copy without the prefetch checks was ~15% faster on cached data at 32 features (5% at
+    128) but doubled the kernel's compile time (benchmarks/README.md item 30).
+    """
+    prefetch = X.size * X.itemsize > _TILED_PREFETCH_MIN_BYTES
+    return _tiled_rows_with(X, Y, W, b, start, stop, scratch, dW_part, db_part, prefetch)
 
 
 @njit(inline="always", fastmath=_FASTMATH)
@@ -415,9 +409,9 @@ def _tiled_rows_with(X, Y, W, b, start, stop, scratch, dW_part, db_part, prefetc
       load and store of the partial row; the partial is then added into the float64
       ``dW_part``. A block's rows are in L1/L2 for this second pass.
 
-    With ``prefetch`` (a constant at each call site: inlined, the other branch compiles away),
-    while the first output pair computes, X is prefetched _PREFETCH_AHEAD_BYTES ahead, the lines
-    of 4 rows per 4 rows. ``scratch``: float64, ``_scratch_size`` long or more (the weights in
+    With ``prefetch``, while the first output pair computes, X is prefetched
+    _PREFETCH_AHEAD_BYTES ahead, the lines of 4 rows per 4 rows (inlined: the benchmark
+    variants call it with a constant). ``scratch``: float64, ``_scratch_size`` long or more (the weights in
     float64 and the block's residuals), else allocated here.
     """
     n_outputs, n_features = W.shape
@@ -868,9 +862,8 @@ def kernel_variant(X: np.ndarray, Y: np.ndarray) -> tuple:
 
     A tuple of n_features float64 zeros: the kernel specialised on n_features (one
     output, at most _MAX_FIXED_FEATURES features, C-contiguous X and Y); ``TILED``: the
-    tiled kernel (``_tiled_rows``: any other shape, C-contiguous X and Y),
-    ``TILED_PREFETCHING`` the same when X is larger than _TILED_PREFETCH_MIN_BYTES (it streams
-    from memory: prefetched); ``()``: the blocked kernel, any layout. Chosen here, in Python,
+    tiled kernel (``_tiled_rows``: any other shape, C-contiguous X and Y); ``()``: the
+    blocked kernel, any layout. Chosen here, in Python,
     so that each compiled entry point (``_loss_grad``, ``_gd_epochs``) compiles only this variant.
     """
     n_features, n_outputs = X.shape[1], Y.shape[1]
@@ -878,7 +871,7 @@ def kernel_variant(X: np.ndarray, Y: np.ndarray) -> tuple:
     if n_outputs == 1 and n_features <= _MAX_FIXED_FEATURES and contiguous:
         return (0.0,) * n_features
     if contiguous:
-        return TILED_PREFETCHING if X.nbytes > _TILED_PREFETCH_MIN_BYTES else TILED
+        return TILED
     return ()
 
 
