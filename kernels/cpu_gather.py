@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+from numba.extending import register_jitable
 
 from . import cpu
 
@@ -44,25 +45,34 @@ PREFETCH_DISTANCE = 32
 _FASTMATH = {"reassoc", "contract"}
 
 
+@register_jitable
+def _scratch_size(n_features, n_outputs):
+    """float64 elements of ``_gather_block_rows``'s scratch: W, and the residuals of 4 rows."""
+    return n_outputs * n_features + 4 * n_outputs
+
+
 @njit(cache=True, fastmath=_FASTMATH)
 def _gather_block_rows(X, Y, W, b, rows, weights, start, stop, scratch, dW_part, db_part):
     """Weighted squared-residual sum and weight sum of positions [start, stop); sum s r x^T, sum s r into the parts.
 
-    ``scratch``: float64, ``kernels.cpu._scratch_size(n_features, n_outputs)`` long or more
-    (allocated here if shorter): a block of gathered rows, W in float64, the block's residuals.
+    ``scratch``: float64, ``_scratch_size(n_features, n_outputs)`` long or more (allocated
+    here if shorter): W in float64, the residuals of 4 rows.
+
+    Four rows at a time, straight from X: their rows are in cache by then (prefetched
+    PREFETCH_DISTANCE positions ahead, with their targets and weights), so there is no
+    copy of the batch; the four dot products per output are independent chains, and
+    the gradient takes the four rows in one pass over dW_part's row.
     """
     n_outputs, n_features = W.shape
-    block_rows = cpu._block_rows(n_features)
-    need = cpu._scratch_size(n_features, n_outputs)
-    buf = scratch[:need] if scratch.shape[0] >= need else np.empty(need)
-    xb = buf[:block_rows * n_features]
-    w64 = buf[block_rows * n_features:(block_rows + n_outputs) * n_features]
-    rb = buf[(block_rows + n_outputs) * n_features:need]
+    need = _scratch_size(n_features, n_outputs)
+    buf = scratch if scratch.shape[0] >= need else np.empty(need)
+    w_at = 0  # buf: W | residuals of 4 rows
+    r_at = w_at + n_outputs * n_features
     for o in range(n_outputs):
         db_part[o] = 0.0
         for f in range(n_features):
             dW_part[o, f] = 0.0
-            w64[o * n_features + f] = W[o, f]
+            buf[w_at + o * n_features + f] = W[o, f]
     shuffled = rows.shape[0] > 0
     weighted = weights.shape[0] > 0
     # Prefetch only shuffled rows of C-contiguous data (in order, the hardware prefetchers do it).
@@ -72,93 +82,67 @@ def _gather_block_rows(X, Y, W, b, rows, weights, start, stop, scratch, dW_part,
     prefetch_end = rows.shape[0] - PREFETCH_DISTANCE if x.shape[0] > 0 and y.shape[0] > 0 else 0
     total = 0.0
     weight_total = 0.0
-    for i0 in range(start, stop, block_rows):
-        m = min(block_rows, stop - i0)
-        # Gather: the rows' loads do not depend on each other, so the core overlaps their misses.
+    for p0 in range(start, stop, 4):
+        m = min(4, stop - p0)
         for k in range(m):
-            p = i0 + k
+            p = p0 + k
             if p < prefetch_end:  # written out here: as a function (even inlined) it cost ~30 ns per row
-                first = rows[p + PREFETCH_DISTANCE] * n_features
+                ahead = rows[p + PREFETCH_DISTANCE]
+                first = ahead * n_features
                 e = first
                 while e < first + n_features:
                     cpu._prefetch(x, e)
                     e += line
                 cpu._prefetch(x, first + n_features - 1)  # a row not aligned to lines ends on one more
-                cpu._prefetch(y, rows[p + PREFETCH_DISTANCE] * n_outputs)
-            i = rows[p] if shuffled else p
-            src = X[i]
-            dst = xb[k * n_features:(k + 1) * n_features]
+                cpu._prefetch(y, ahead * n_outputs)
+                if weighted:
+                    cpu._prefetch(weights, ahead)
+        # A short tail repeats its first row with weight 0: one code path for 1 to 4 rows.
+        i0 = rows[p0] if shuffled else p0
+        i1 = (rows[p0 + 1] if shuffled else p0 + 1) if m > 1 else i0
+        i2 = (rows[p0 + 2] if shuffled else p0 + 2) if m > 2 else i0
+        i3 = (rows[p0 + 3] if shuffled else p0 + 3) if m > 3 else i0
+        s0 = weights[i0] if weighted else 1.0
+        s1 = (weights[i1] if weighted else 1.0) if m > 1 else 0.0
+        s2 = (weights[i2] if weighted else 1.0) if m > 2 else 0.0
+        s3 = (weights[i3] if weighted else 1.0) if m > 3 else 0.0
+        weight_total += (s0 + s1) + (s2 + s3)
+        x0 = X[i0]
+        x1 = X[i1]
+        x2 = X[i2]
+        x3 = X[i3]
+        for o in range(n_outputs):
+            wo = w_at + o * n_features
+            a0 = 0.0
+            a1 = 0.0
+            a2 = 0.0
+            a3 = 0.0
             for f in range(n_features):
-                dst[f] = src[f]
-            for o in range(n_outputs):
-                rb[k * n_outputs + o] = np.float64(b[o]) - np.float64(Y[i, o])
-        # Residuals r = x . w + b - y, 4 rows per pass over a weight row.
+                wf = buf[wo + f]
+                a0 += np.float64(x0[f]) * wf
+                a1 += np.float64(x1[f]) * wf
+                a2 += np.float64(x2[f]) * wf
+                a3 += np.float64(x3[f]) * wf
+            bo = np.float64(b[o])
+            r0 = (bo - np.float64(Y[i0, o])) + a0
+            r1 = (bo - np.float64(Y[i1, o])) + a1
+            r2 = (bo - np.float64(Y[i2, o])) + a2
+            r3 = (bo - np.float64(Y[i3, o])) + a3
+            total += (s0 * r0 * r0 + s1 * r1 * r1) + (s2 * r2 * r2 + s3 * r3 * r3)
+            buf[r_at + o] = s0 * r0
+            buf[r_at + n_outputs + o] = s1 * r1
+            buf[r_at + 2 * n_outputs + o] = s2 * r2
+            buf[r_at + 3 * n_outputs + o] = s3 * r3
+        # The rank-4 accumulation, after every output's residuals: the loop above reads W, this one writes dW.
         for o in range(n_outputs):
-            wo = w64[o * n_features:(o + 1) * n_features]
-            k = 0
-            while k + 4 <= m:
-                x0 = xb[k * n_features:(k + 1) * n_features]
-                x1 = xb[(k + 1) * n_features:(k + 2) * n_features]
-                x2 = xb[(k + 2) * n_features:(k + 3) * n_features]
-                x3 = xb[(k + 3) * n_features:(k + 4) * n_features]
-                a0 = 0.0
-                a1 = 0.0
-                a2 = 0.0
-                a3 = 0.0
-                for f in range(n_features):
-                    wf = wo[f]
-                    a0 += x0[f] * wf
-                    a1 += x1[f] * wf
-                    a2 += x2[f] * wf
-                    a3 += x3[f] * wf
-                rb[k * n_outputs + o] += a0
-                rb[(k + 1) * n_outputs + o] += a1
-                rb[(k + 2) * n_outputs + o] += a2
-                rb[(k + 3) * n_outputs + o] += a3
-                k += 4
-            while k < m:
-                x0 = xb[k * n_features:(k + 1) * n_features]
-                a0 = 0.0
-                for f in range(n_features):
-                    a0 += x0[f] * wo[f]
-                rb[k * n_outputs + o] += a0
-                k += 1
-        # Weights (rows recently touched: in cache), loss, and s * r in place for the gradient.
-        for k in range(m):
-            p = i0 + k
-            s = (weights[rows[p] if shuffled else p]) if weighted else 1.0
-            weight_total += s
-            for o in range(n_outputs):
-                r = rb[k * n_outputs + o]
-                total += s * r * r
-                rb[k * n_outputs + o] = s * r
-        # The rank-1 accumulation of kernels.cpu._blocked_rows, written out again on purpose: as a shared
-        # function it ran 4.5x slower here (benchmarks/README.md).
-        for o in range(n_outputs):
-            sums = 0.0
-            for k in range(m):
-                sums += rb[k * n_outputs + o]
-            db_part[o] += sums
-            g = dW_part[o]
-            k = 0
-            while k + 4 <= m:
-                r0 = rb[k * n_outputs + o]
-                r1 = rb[(k + 1) * n_outputs + o]
-                r2 = rb[(k + 2) * n_outputs + o]
-                r3 = rb[(k + 3) * n_outputs + o]
-                x0 = xb[k * n_features:(k + 1) * n_features]
-                x1 = xb[(k + 1) * n_features:(k + 2) * n_features]
-                x2 = xb[(k + 2) * n_features:(k + 3) * n_features]
-                x3 = xb[(k + 3) * n_features:(k + 4) * n_features]
-                for f in range(n_features):
-                    g[f] += (r0 * x0[f] + r1 * x1[f]) + (r2 * x2[f] + r3 * x3[f])
-                k += 4
-            while k < m:
-                r0 = rb[k * n_outputs + o]
-                x0 = xb[k * n_features:(k + 1) * n_features]
-                for f in range(n_features):
-                    g[f] += r0 * x0[f]
-                k += 1
+            q0 = buf[r_at + o]
+            q1 = buf[r_at + n_outputs + o]
+            q2 = buf[r_at + 2 * n_outputs + o]
+            q3 = buf[r_at + 3 * n_outputs + o]
+            db_part[o] += (q0 + q1) + (q2 + q3)
+            for f in range(n_features):
+                dW_part[o, f] += ((q0 * np.float64(x0[f]) + q1 * np.float64(x1[f]))
+                                  + (q2 * np.float64(x2[f]) + q3 * np.float64(x3[f])))
     return total, weight_total
 
 

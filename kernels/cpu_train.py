@@ -24,6 +24,10 @@ with standardised parameters (Ws, bs), the kernel sees ``W = Ws / sigma`` and
 ``b = bs - W @ mu``, and the chain rule gives ``dWs = (dW - db mu^T) / sigma``,
 ``dbs = db``.
 
+X may also be sparse (``kernels.cpu_sparse.SparseRows``): the loops take their batches through
+``_data_batch`` / ``_data_whole_batch``, which pick the dense or the sparse kernels by X's type when
+numba compiles the loop, so each compiled variant reaches only its own kind's kernels.
+
 Parallel strategy: as in ``kernels.cpu``: a batch's rows are cut into chunks
 whose layout depends only on the batch length (``kernels.cpu.chunking``), each
 chunk owns its partial sums, and the partials are combined in chunk order, so
@@ -34,12 +38,14 @@ of (seed, epoch): the same on every machine and thread count.
 
 from __future__ import annotations
 
+import math
 from collections import namedtuple
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import overload
 
-from . import cpu, cpu_gather, cpu_gram
+from . import cpu, cpu_gather, cpu_gram, cpu_pipeline, cpu_sparse
 from .codes import (  # noqa: F401
     ADAM,
     ADAMW,
@@ -101,39 +107,129 @@ def epoch_order(seed: int, epoch: int, n_samples: int, rows: np.ndarray | None =
     return order
 
 
+@njit(cache=True, nogil=True)
+def produce_batches(X, Y, order, weights, n_batches, batch_size, slots_X, slots_Y, slots_w, flags):
+    """``kernels.cpu_pipeline``'s producer thread: gather batches 0 .. n_batches - 1 of a call of
+    ``_train_epochs`` (with a ring) into the ring, as the training loop publishes each epoch's order."""
+    n_train = order.shape[0]
+    n_features, n_outputs = X.shape[1], Y.shape[1]
+    n_slots = slots_X.shape[0]
+    per_epoch = (n_train + batch_size - 1) // batch_size
+    weighted = weights.shape[0] > 0
+    x = X.reshape(X.size)
+    line = 64 // x.itemsize
+    spins = 0
+    while True:
+        if cpu_pipeline.load_acquire(flags, cpu_pipeline.STOP) != 0:
+            return
+        g = cpu_pipeline.load_acquire(flags, cpu_pipeline.NEXT_CLAIM)
+        if g >= n_batches:
+            return
+        # Claim g once its slot is free and its epoch's order written; the training thread may claim it first.
+        if (cpu_pipeline.load_acquire(flags, cpu_pipeline.CONSUMED) <= g - n_slots
+                or cpu_pipeline.load_acquire(flags, cpu_pipeline.EPOCHS_READY) <= g // per_epoch
+                or not cpu_pipeline.compare_and_swap(flags, cpu_pipeline.NEXT_CLAIM, g, g + 1)):
+            spins = cpu_pipeline.wait_a_little(spins)
+            continue
+        spins = 0
+        slot = g % n_slots
+        start = (g % per_epoch) * batch_size
+        stop = min(start + batch_size, n_train)
+        ahead_end = stop - 16
+        for p in range(start, stop):
+            if p < ahead_end:  # the row 16 positions ahead: its fetch overlaps these copies
+                first = order[p + 16] * n_features
+                e = first
+                while e < first + n_features:
+                    cpu._prefetch(x, e)
+                    e += line
+                cpu._prefetch(x, first + n_features - 1)
+            i = order[p]
+            k = p - start
+            for f in range(n_features):
+                slots_X[slot, k, f] = X[i, f]
+            for o in range(n_outputs):
+                slots_Y[slot, k, o] = Y[i, o]
+            if weighted:
+                slots_w[slot, k] = weights[i]
+        cpu_pipeline.publish(flags, cpu_pipeline.READY + slot * cpu_pipeline.FLAG_STRIDE, g + 1)
+
+
 # --------------------------------------------------------------------------- streaming kernels
 
 
-@njit(parallel=True, cache=True)
-def _gather_loss_grad(X, Y, W, b, rows, weights, start, stop, dW, db, parallel, chunk_rows, n_chunks,
-                      residuals, dW_parts, db_parts, loss_parts, weight_parts):
-    """Loss of positions [start, stop) (weighted mean, see module doc); float64 dW, db. Returns (loss, sum s).
+# The per-step path of a serial mini-batch is compiled inline into the training loop (inline="always"): a
+# call of a compiled function increments and decrements the reference count of each array argument (atomic
+# operations, ~10 ns each here), which made the calls of a step cost ~1.5 us against ~0.1 us of work for a
+# batch of 32 rows. The row kernel itself stays a call: inlined into the loop it compiled to slower code.
+_copy_params = njit(cache=True, inline="always")(cpu.copy_params.py_func)
 
-    The rows are gathered a block at a time with the next rows of ``rows`` prefetched
-    (``kernels.cpu_gather``); ``residuals[c]`` is chunk c's scratch for that.
+
+@njit(cache=True, inline="always")
+def _batch_result(dW, db, dW_parts, db_parts, loss_parts, weight_parts, n_chunks, n_outputs):
+    """(loss, weight sum) of a batch from its chunks' partials, dW and db scaled (``cpu._combine``'s order).
 
     A batch whose weights are all 0 returns (0, 0) and zero gradients: the training loop skips its step.
     """
-    n_outputs = W.shape[0]
-    if parallel:
-        for c in prange(n_chunks):
-            lo = start + c * chunk_rows
-            loss_parts[c], weight_parts[c] = cpu_gather._gather_block_rows(
-                X, Y, W, b, rows, weights, lo, min(lo + chunk_rows, stop), residuals[c], dW_parts[c], db_parts[c])
-    else:
-        for c in range(n_chunks):
-            lo = start + c * chunk_rows
-            loss_parts[c], weight_parts[c] = cpu_gather._gather_block_rows(
-                X, Y, W, b, rows, weights, lo, min(lo + chunk_rows, stop), residuals[c], dW_parts[c], db_parts[c])
     weight_total = 0.0
     for c in range(n_chunks):
         weight_total += weight_parts[c]
     if weight_total == 0.0:  # every sample of the batch has weight 0: it carries no information
-        dW[:] = 0.0
-        db[:] = 0.0
+        for o in range(n_outputs):
+            db[o] = 0.0
+            for f in range(dW.shape[1]):
+                dW[o, f] = 0.0
         return 0.0, 0.0
     # The weighted mean is the plain combine with n_samples replaced by the weight sum.
-    return cpu._combine(dW, db, dW_parts, db_parts, loss_parts, n_chunks, n_outputs * weight_total), weight_total
+    n_elements = n_outputs * weight_total
+    grad_scale = 2.0 / n_elements
+    total = 0.0
+    for c in range(n_chunks):
+        total += loss_parts[c]
+    for o in range(n_outputs):
+        acc = 0.0
+        for c in range(n_chunks):
+            acc += db_parts[c, o]
+        db[o] = grad_scale * acc
+        for f in range(dW.shape[1]):
+            acc = 0.0
+            for c in range(n_chunks):
+                acc += dW_parts[c, o, f]
+            dW[o, f] = grad_scale * acc
+    return total / n_elements, weight_total
+
+
+@njit(parallel=True, cache=True)
+def _gather_loss_grad_parallel(X, Y, W, b, rows, weights, start, stop, dW, db, chunk_rows, n_chunks,
+                               residuals, dW_parts, db_parts, loss_parts, weight_parts):
+    """``_gather_loss_grad`` of a batch large enough for the parallel chunk loop (``_engine._layouts``)."""
+    for c in prange(n_chunks):
+        lo = start + c * chunk_rows
+        loss_parts[c], weight_parts[c] = cpu_gather._gather_block_rows(
+            X, Y, W, b, rows, weights, lo, min(lo + chunk_rows, stop), residuals[c], dW_parts[c], db_parts[c])
+    return _batch_result(dW, db, dW_parts, db_parts, loss_parts, weight_parts, n_chunks, W.shape[0])
+
+
+@njit(cache=True, inline="always")
+def _gather_loss_grad(X, Y, W, b, rows, weights, start, stop, dW, db, parallel, chunk_rows, n_chunks,
+                      residuals, dW_parts, db_parts, loss_parts, weight_parts):
+    """Loss of positions [start, stop) (weighted mean, see module doc); float64 dW, db. Returns (loss, sum s).
+
+    The rows are gathered with the next rows of ``rows`` prefetched (``kernels.cpu_gather``);
+    ``residuals[c]`` is chunk c's scratch for that. The chunks are walked in parallel or in
+    a plain loop (the same chunks, the same combine: the same result); the plain loop is
+    inlined into the caller.
+
+    A batch whose weights are all 0 returns (0, 0) and zero gradients: the training loop skips its step.
+    """
+    if parallel:
+        return _gather_loss_grad_parallel(X, Y, W, b, rows, weights, start, stop, dW, db, chunk_rows, n_chunks,
+                                          residuals, dW_parts, db_parts, loss_parts, weight_parts)
+    for c in range(n_chunks):
+        lo = start + c * chunk_rows
+        loss_parts[c], weight_parts[c] = cpu_gather._gather_block_rows(
+            X, Y, W, b, rows, weights, lo, min(lo + chunk_rows, stop), residuals[c], dW_parts[c], db_parts[c])
+    return _batch_result(dW, db, dW_parts, db_parts, loss_parts, weight_parts, n_chunks, W.shape[0])
 
 
 def gram(X: np.ndarray, Y: np.ndarray, rows: np.ndarray | None = None,
@@ -205,6 +301,16 @@ def make_config(*, optimizer: int, momentum: float, dampening: float, nesterov: 
 
 
 @njit(cache=True)
+def _sign(w):
+    """np.sign for a float (NaN stays NaN), written out: numba-cuda has no np.sign, and the rules compile there."""
+    if w > 0.0:
+        return 1.0
+    if w < 0.0:
+        return -1.0
+    return w  # 0.0 or -0.0 (kept, as numba's np.sign does) or NaN
+
+
+@njit(cache=True, inline="always")
 def _penalty(W, dW, kind, alpha, l1_ratio):
     """Add the penalty's (sub)gradient to dW and return its value. The bias is never penalised."""
     if kind == NO_PENALTY or alpha == 0.0:
@@ -216,11 +322,11 @@ def _penalty(W, dW, kind, alpha, l1_ratio):
         for f in range(W.shape[1]):
             w = W[o, f]
             value += alpha * (l1 * abs(w) + 0.5 * l2 * w * w)
-            dW[o, f] += alpha * (l1 * np.sign(w) + l2 * w)
+            dW[o, f] += alpha * (l1 * _sign(w) + l2 * w)
     return value
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _optimizer_step(theta, grad, buffers, step, lr, config, penalised):
     """One torch.optim step on a flat float64 parameter view.
 
@@ -247,7 +353,7 @@ def _optimizer_step(theta, grad, buffers, step, lr, config, penalised):
     beta2 = config.beta2
     eps = config.eps
     bias_correction1 = 1.0 - beta1**step
-    bias_correction2_sqrt = np.sqrt(1.0 - beta2**step)
+    bias_correction2_sqrt = math.sqrt(1.0 - beta2**step)  # math, not np: the rules also compile for CUDA
     step_size = lr / bias_correction1
     for k in range(theta.shape[0]):
         g = grad[k]
@@ -261,10 +367,10 @@ def _optimizer_step(theta, grad, buffers, step, lr, config, penalised):
         if config.amsgrad:
             buffers[3, k] = max(buffers[3, k], second)
             second = buffers[3, k]
-        theta[k] -= step_size * buffers[1, k] / (np.sqrt(second) / bias_correction2_sqrt + eps)
+        theta[k] -= step_size * buffers[1, k] / (math.sqrt(second) / bias_correction2_sqrt + eps)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _effective_params(W, b, mu, sigma, standardize, W_eff, b_eff):
     """Parameters of the original feature space from the (possibly standardised) float64 ones."""
     n_outputs, n_features = W.shape
@@ -277,7 +383,7 @@ def _effective_params(W, b, mu, sigma, standardize, W_eff, b_eff):
         b_eff[o] = b[o] - shift
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _to_optimizer_space(dW, db, mu, sigma, standardize):
     """Chain rule from gradients of the kernel's (original-unit) parameters to the optimiser's."""
     if standardize:
@@ -286,7 +392,7 @@ def _to_optimizer_space(dW, db, mu, sigma, standardize):
                 dW[o, f] = (dW[o, f] - db[o] * mu[f]) / sigma[f]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _kernel_params(state, config, Wk, bk, W_eff, b_eff):
     """The parameters in original units (float64 W_eff, b_eff) and in the data's dtype (Wk, bk)."""
     _effective_params(state.W, state.b, state.mu, state.sigma, config.standardize, W_eff, b_eff)
@@ -296,7 +402,7 @@ def _kernel_params(state, config, Wk, bk, W_eff, b_eff):
             Wk[o, f] = W_eff[o, f]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _layout(layouts, n):
     """(parallel, chunk_rows, n_chunks) of a batch of n rows (``_engine._layouts``)."""
     layout = 0
@@ -321,7 +427,7 @@ def _whole_batch(X, Y, state, config, layouts, Wk, bk, W_eff, b_eff, dW, db, wor
     return value, np.float64(n)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _batch(X, Y, weights, order, start, stop, state, config, layouts, Wk, bk, W_eff, b_eff, dW, db, work):
     """Loss, float64 gradients with respect to the optimiser's parameters, and the batch weight sum, for the
     positions [start, stop) of ``order`` (rows in order if empty), weighted."""
@@ -338,6 +444,51 @@ def _batch(X, Y, weights, order, start, stop, state, config, layouts, Wk, bk, W_
     return value, batch_weight
 
 
+def _data_whole_batch(X, Y, state, config, layouts, Wk, bk, W_eff, b_eff, dW, db, work):
+    """``_whole_batch`` of the data's kind, chosen by X's *type* at compile time (compiled code only): a dense
+    array takes ``_whole_batch``, a sparse X (``kernels.cpu_sparse.SparseRows``) its own kernels; each compiled
+    loop reaches only its own kind's kernels."""
+    raise NotImplementedError("compiled code only")
+
+
+def _data_batch(X, Y, weights, order, start, stop, state, config, layouts, Wk, bk, W_eff, b_eff, dW, db, work):
+    """``_batch`` of the data's kind (see ``_data_whole_batch``; compiled code only)."""
+    raise NotImplementedError("compiled code only")
+
+
+@overload(_data_whole_batch, inline="always")  # no call per step: see _copy_params
+def _data_whole_batch_overload(X, Y, state, config, layouts, Wk, bk, W_eff, b_eff, dW, db, work):
+    if isinstance(X, types.Array):
+        return lambda X, Y, state, config, layouts, Wk, bk, W_eff, b_eff, dW, db, work: _whole_batch(
+            X, Y, state, config, layouts, Wk, bk, W_eff, b_eff, dW, db, work)
+
+    def sparse_whole_batch(X, Y, state, config, layouts, Wk, bk, W_eff, b_eff, dW, db, work):
+        return _sparse_batch(X, Y, np.empty(0), np.empty(0, np.int64), np.int64(0), X.shape[0], state, config,
+                             layouts, Wk, bk, W_eff, b_eff, dW, db, work)
+    return sparse_whole_batch
+
+
+@overload(_data_batch, inline="always")
+def _data_batch_overload(X, Y, weights, order, start, stop, state, config, layouts, Wk, bk, W_eff, b_eff, dW, db,
+                         work):
+    if isinstance(X, types.Array):
+        return lambda X, Y, weights, order, start, stop, state, config, layouts, Wk, bk, W_eff, b_eff, dW, db, work: (
+            _batch(X, Y, weights, order, start, stop, state, config, layouts, Wk, bk, W_eff, b_eff, dW, db, work))
+    return lambda X, Y, weights, order, start, stop, state, config, layouts, Wk, bk, W_eff, b_eff, dW, db, work: (
+        _sparse_batch(X, Y, weights, order, start, stop, state, config, layouts, Wk, bk, W_eff, b_eff, dW, db, work))
+
+
+@njit(cache=True)
+def _sparse_batch(X, Y, weights, order, start, stop, state, config, layouts, Wk, bk, W_eff, b_eff, dW, db, work):
+    """``_batch`` for a sparse X (``kernels.cpu_sparse``): residuals by rows, the gradient by columns."""
+    _kernel_params(state, config, Wk, bk, W_eff, b_eff)
+    _, chunk_rows, n_chunks = _layout(layouts, stop - start)
+    value, batch_weight = cpu_sparse._batch_loss_grad(X, Y, Wk, bk, order, weights, start, stop, dW, db,
+                                                      chunk_rows, n_chunks, work)
+    _to_optimizer_space(dW, db, state.mu, state.sigma, config.standardize)
+    return value, batch_weight
+
+
 @njit(cache=True)
 def _gram_batch(G, C, yy, weight_total, state, config, W_eff, b_eff, dW, db):
     """``_batch`` from Gram statistics instead of rows: loss and gradients in the optimiser's space."""
@@ -347,7 +498,7 @@ def _gram_batch(G, C, yy, weight_total, state, config, W_eff, b_eff, dW, db):
     return value
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _diverged(value, scalars):
     """The divergence rule of ``kernels.cpu.is_divergent``, against the fit's first objective."""
     if np.isnan(scalars[S_FIRST_LOSS]):
@@ -355,7 +506,7 @@ def _diverged(value, scalars):
     return cpu.is_divergent(value, scalars[S_FIRST_LOSS])
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _apply_step(state, dW, db, value, config, lr):
     """Penalty, then one optimiser step from the data gradients (dW, db) in the optimiser's space.
 
@@ -366,14 +517,14 @@ def _apply_step(state, dW, db, value, config, lr):
     value += _penalty(state.W, dW, config.penalty, config.alpha, config.l1_ratio)
     if _diverged(value, state.scalars):
         return value, False
-    cpu.copy_params(state.prev_W, state.prev_b, state.W, state.b)
+    _copy_params(state.prev_W, state.prev_b, state.W, state.b)
     counters = state.counters
     counters[K_STEP] += 1
     step = counters[K_STEP]
-    # Explicit sizes: reshape(..., -1) compiles numba's error formatting (seconds of a first fit).
-    size = state.W.size
-    _optimizer_step(state.W.reshape(size), dW.reshape(size), state.buffers_W.reshape(4, size), step, lr, config,
-                    True)
+    # Row by row (each element's update is independent, so the same bits as one flat pass): a reshape would
+    # call numba's C helper numba_attempt_nocopy_reshape, which the CUDA target (kernels.cuda_train) lacks.
+    for o in range(state.W.shape[0]):
+        _optimizer_step(state.W[o], dW[o], state.buffers_W[:, o], step, lr, config, True)
     _optimizer_step(state.b, db, state.buffers_b, step, lr, config, False)
     return value, True
 
@@ -382,7 +533,7 @@ def _apply_step(state, dW, db, value, config, lr):
 def _diverge(state, loss_history, index, value):
     """What a divergence leaves: the parameters before the last step, the diverging objective recorded."""
     if state.counters[K_STEP] > 0:
-        cpu.copy_params(state.W, state.b, state.prev_W, state.prev_b)
+        _copy_params(state.W, state.b, state.prev_W, state.prev_b)
     loss_history[index] = value
     state.counters[K_STOP] = STOP_DIVERGED
 
@@ -406,7 +557,7 @@ def _stopping_rule(metric, lr, state, config):
     if metric < scalars[S_BEST]:
         scalars[S_BEST] = metric
         if config.early_stopping:
-            cpu.copy_params(state.best_W, state.best_b, state.W, state.b)
+            _copy_params(state.best_W, state.best_b, state.W, state.b)
     if counters[K_NO_IMPROVE] < config.n_iter_no_change:
         return False
     if config.adaptive and lr > ADAPTIVE_MIN_LR:
@@ -414,20 +565,50 @@ def _stopping_rule(metric, lr, state, config):
         counters[K_NO_IMPROVE] = 0
         return False
     if config.early_stopping:
-        cpu.copy_params(state.W, state.b, state.best_W, state.best_b)
+        _copy_params(state.W, state.b, state.best_W, state.best_b)
     counters[K_STOP] = STOP_ADAPTIVE if config.adaptive else (STOP_EARLY if config.early_stopping else STOP_TOL)
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
+def _ring_batch(X, Y, weights, order, start, stop, g, ring, state, config, layouts, Wk, bk, W_eff, b_eff, dW, db,
+                work):
+    """``_batch`` of positions [start, stop) of ``order``, the run's batch ``g``: from its ring slot if
+    ``kernels.cpu_pipeline``'s producer gathered it, else from X (claimed here); the same row kernel on the
+    same values in the same order either way. Returns (loss, weight, ok); not ok: the producer failed (the
+    caller raises its error)."""
+    slots_X, slots_Y, slots_w, flags = ring
+    taken = cpu_pipeline.take_batch(flags, g, slots_X.shape[0])
+    if taken < 0:
+        return 0.0, 0.0, False
+    if taken == 0:
+        value, batch_weight = _batch(X, Y, weights, order, start, stop, state, config, layouts, Wk, bk, W_eff,
+                                     b_eff, dW, db, work)
+    else:
+        slot = g % slots_X.shape[0]
+        n = stop - start
+        _kernel_params(state, config, Wk, bk, W_eff, b_eff)
+        residuals, dW_parts, db_parts, loss_parts, weight_parts, variant = work
+        parallel, chunk_rows, n_chunks = _layout(layouts, n)
+        value, batch_weight = _gather_loss_grad(slots_X[slot], slots_Y[slot], Wk, bk, order[:0], slots_w[slot],
+                                                np.int64(0), n, dW, db, parallel, chunk_rows, n_chunks,
+                                                residuals, dW_parts, db_parts, loss_parts, weight_parts)
+        _to_optimizer_space(dW, db, state.mu, state.sigma, config.standardize)
+    cpu_pipeline.publish(flags, cpu_pipeline.CONSUMED, g + 1)
+    return value, batch_weight, True
+
+
+@njit(cache=True, nogil=True)
 def _train_epochs(X, Y, rows, weights, val_rows, state, config, lr_by_epoch, first_epoch, n_epochs,
-                  loss_history, val_history, layouts, val_layouts, order, scratch, work, gather):
+                  loss_history, val_history, layouts, val_layouts, order, scratch, work, gather, ring):
     """Run up to ``n_epochs`` epochs over the rows of (X, Y) from epoch ``counters[K_EPOCH]``; return the number
     completed.
 
     ``lr_by_epoch``, ``loss_history`` and ``val_history`` are indexed by epoch - first_epoch.
-    ``gather`` None: every step is the whole data in order, unweighted; ``val_rows`` None: no early stopping
-    (each None is typed, so numba compiles the loop without the kernels it would not call).
+    ``gather`` None: every step is the whole data in order, unweighted; ``val_rows`` None: no early stopping;
+    ``ring`` None: this thread gathers its batches, else ``kernels.cpu_pipeline``'s producer thread does
+    (each None is typed, so numba compiles the loop without the kernels it would not call). Runs without the
+    GIL, so that the producer thread runs alongside.
     ``scratch`` = (Wk, bk, W_eff, b_eff, dW, db): parameters in the data's dtype, in original units, gradients.
     Stops early (``counters[K_STOP]``) on ``_stopping_rule`` or on divergence (``_diverge``).
     """
@@ -436,24 +617,37 @@ def _train_epochs(X, Y, rows, weights, val_rows, state, config, lr_by_epoch, fir
     batch_size = config.batch_size  # rows per batch, clamped once (training.batch_rows)
     counters, scalars = state.counters, state.scalars
     done = 0
+    taken = 0  # batches of this call, counted across its epochs (the ring's batch numbers)
     for _ in range(n_epochs):
         epoch = counters[K_EPOCH]
         run_epoch = epoch - first_epoch
         lr = lr_by_epoch[run_epoch] * scalars[S_LR_FACTOR]
+        batch_rows = rows
         if config.shuffle and batch_size < n_train:
             _shuffle_rows(order, rows, X.shape[0], config.seed, epoch)
             batch_rows = order
-        else:
-            batch_rows = rows
+        elif ring is not None:  # the producer reads every epoch's rows from ``order``
+            for p in range(n_train):
+                order[p] = rows[p] if rows.shape[0] > 0 else p
+            batch_rows = order
+        if ring is not None:
+            cpu_pipeline.publish(ring[3], cpu_pipeline.EPOCHS_READY, done + 1)
         epoch_loss = 0.0
         epoch_weight = 0.0
         for start in range(0, n_train, batch_size):
             stop = min(start + batch_size, n_train)
             if gather is None:  # full batch, in order, unweighted: this compiles without the gather kernel
-                value, batch_weight = _whole_batch(X, Y, state, config, layouts, Wk, bk, W_eff, b_eff, dW, db, work)
-            else:
-                value, batch_weight = _batch(X, Y, weights, batch_rows, start, stop, state, config,
-                                             layouts, Wk, bk, W_eff, b_eff, dW, db, work)
+                value, batch_weight = _data_whole_batch(X, Y, state, config, layouts, Wk, bk, W_eff, b_eff, dW, db,
+                                                        work)
+            elif ring is None:
+                value, batch_weight = _data_batch(X, Y, weights, batch_rows, start, stop, state, config,
+                                                  layouts, Wk, bk, W_eff, b_eff, dW, db, work)
+            else:  # dense X only (kernels.cpu_pipeline)
+                value, batch_weight, ok = _ring_batch(X, Y, weights, batch_rows, start, stop, taken, ring, state,
+                                                      config, layouts, Wk, bk, W_eff, b_eff, dW, db, work)
+                if not ok:
+                    return done
+                taken += 1
             if batch_weight == 0.0:
                 continue  # all weights 0: nothing to learn from this batch, and no step
             value, stepped = _apply_step(state, dW, db, value, config, lr)
@@ -467,8 +661,8 @@ def _train_epochs(X, Y, rows, weights, val_rows, state, config, lr_by_epoch, fir
         done += 1
         metric = loss_history[run_epoch]
         if val_rows is not None:  # None (no early stopping) compiles without the validation pass
-            metric, _ = _batch(X, Y, weights, val_rows, np.int64(0), val_rows.shape[0], state, config,
-                               val_layouts, Wk, bk, W_eff, b_eff, dW, db, work)
+            metric, _ = _data_batch(X, Y, weights, val_rows, np.int64(0), val_rows.shape[0], state, config,
+                                    val_layouts, Wk, bk, W_eff, b_eff, dW, db, work)
             val_history[run_epoch] = metric
         if _stopping_rule(metric, lr, state, config):
             return done

@@ -827,4 +827,8 @@ def kernel_signatures(dtype: np.dtype) -> list[tuple[str, object, tuple]]:
         ("cast_2d", _cast_2d, (array(2, layout="A"), array(2))),
         ("cast_column", _cast_column, (array(1, layout="A"), array(2))),
     ]
-    return [(name, getattr(kernel, "py_func", kernel), argtypes) for name, kernel, argtypes in entries]
+    own = [(name, getattr(kernel, "py_func", kernel), argtypes) for name, kernel, argtypes in entries]
+    # The other CUDA modules' kernels, so that the compile check and kernels.report cover every kernel.
+    from . import cuda_bandwidth, cuda_train
+
+    return own + cuda_train.kernel_signatures(dtype) + cuda_bandwidth.kernel_signatures(dtype)

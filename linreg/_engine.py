@@ -9,10 +9,11 @@ optimiser buffers, the step and epoch counters and the stopping state, as the
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from linreg import training
-from linreg.kernels import codes, cpu, cpu_train
+from linreg.kernels import codes, cpu, cpu_gather, cpu_pipeline, cpu_sparse, cpu_train
 from linreg.options import Spec
 from linreg.runs import GDRun
 
@@ -215,7 +216,9 @@ class _CompiledRun(GDRun):
 
 
 class EngineRun(_CompiledRun):
-    """``epochs`` epochs of the spec's training on the rows of (X, Y) (``rows``; all if None), from ``state``."""
+    """``epochs`` epochs of the spec's training on the rows of (X, Y) (``rows``; all if None), from ``state``.
+
+    X: a dense array, or a sparse matrix's kernel view (``kernels.cpu_sparse.SparseRows``, ``linreg.sparse``)."""
 
     def __init__(self, X: np.ndarray, Y: np.ndarray, spec: Spec, state: EngineState, lr: float, epochs: int, *,
                  weights: np.ndarray | None = None, rows: np.ndarray | None = None,
@@ -233,16 +236,27 @@ class EngineRun(_CompiledRun):
         self.layouts = _layouts(n_features, n_outputs, lengths)
         self.val_layouts = _layouts(n_features, n_outputs, [max(self.val_rows.shape[0], 1)])
         max_chunks = int(max(self.layouts[:, 3].max(), self.val_layouts[:, 3].max()))
-        scratch = max(n_outputs, int(cpu._scratch_size(n_features, n_outputs)))  # what cpu._loss_grad's rows need
-        self.work = (np.zeros((max_chunks, scratch)), np.zeros((max_chunks, n_outputs, n_features)),
-                     np.zeros((max_chunks, n_outputs)), np.zeros(max_chunks), np.zeros(max_chunks),
-                     cpu.kernel_variant(X, Y))  # the row kernel cpu._loss_grad compiles, chosen here
+        if isinstance(X, cpu_sparse.SparseRows):  # sparse X: its kernels' scratch, O(n_samples), no F-wide partials
+            self.work = cpu_sparse.engine_work(X, n_outputs, max_chunks)
+        else:
+            # What the row kernels need: cpu._loss_grad's (full batches) and cpu_gather's (mini-batches).
+            scratch = max(n_outputs, int(cpu._scratch_size(n_features, n_outputs)),
+                          int(cpu_gather._scratch_size(n_features, n_outputs)))
+            self.work = (np.zeros((max_chunks, scratch)), np.zeros((max_chunks, n_outputs, n_features)),
+                         np.zeros((max_chunks, n_outputs)), np.zeros(max_chunks), np.zeros(max_chunks),
+                         cpu.kernel_variant(X, Y))  # the row kernel cpu._loss_grad compiles, chosen here
         self.config = engine_config(spec, batch_size=batch, seed=seed, standardize=state.standardize,
                                     early_stopping=validates)
         self.order = np.empty(n_train, np.int64)
         # Every step the whole data in order, unweighted: None, so the compiled loop has no gather kernel.
         whole = batch == n_train == X.shape[0] and self.weights.shape[0] == 0
         self.gather = None if whole else True
+        # Mini-batches whose steps are serial: a second thread may shuffle and gather ahead (same trajectory).
+        serial_steps = not any(parallel for n, parallel, _, _ in self.layouts if n != n_train or n == batch)
+        self.producer = None
+        if (not whole and isinstance(X, np.ndarray) and Y.flags.c_contiguous
+                and cpu_pipeline.pipelines(X, batch, n_train, serial_steps)):
+            self.producer = cpu_pipeline.Producer(X, Y, self.order, self.weights, batch)
         dtype = X.dtype
         # Wk, bk (the data's dtype), W_eff, b_eff, dW, db (float64)
         self.scratch = (np.empty((n_outputs, n_features), dtype), np.empty(n_outputs, dtype),
@@ -254,10 +268,19 @@ class EngineRun(_CompiledRun):
         if not n_epochs:
             return 0
         cpu.launch_threads()
-        done = cpu_train._train_epochs(
-            self.X, self.Y, self.rows, self.weights, self.val_rows if self.validates else None, self.state.arrays,
-            self.config, self.lr_by_epoch, self.first_epoch, n_epochs, self.loss_history, self.val_history,
-            self.layouts, self.val_layouts, self.order, self.scratch, self.work, self.gather)
+        two_threads = cpu_pipeline.ENABLED and numba.get_num_threads() >= 2
+        producer = self.producer if two_threads else None
+        if producer is not None:
+            producer.start(n_epochs)
+        try:
+            done = cpu_train._train_epochs(
+                self.X, self.Y, self.rows, self.weights, self.val_rows if self.validates else None,
+                self.state.arrays, self.config, self.lr_by_epoch, self.first_epoch, n_epochs, self.loss_history,
+                self.val_history, self.layouts, self.val_layouts, self.order, self.scratch, self.work, self.gather,
+                None if producer is None else producer.ring)
+        finally:
+            if producer is not None:
+                producer.stop()
         return self._after_advance(done)
 
 

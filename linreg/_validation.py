@@ -74,9 +74,9 @@ def as_float_array(value: Any, name: str) -> np.ndarray:
     if frame is not None:
         value = frame
     if is_sparse(value):
-        raise TypeError(f"{name} is a sparse matrix ({type(value).__name__}): sparse input is not supported yet, and "
-                        "linreg never densifies it silently; if it fits in memory as a dense array, pass "
-                        f"{name}.toarray()")
+        raise TypeError(f"{name} is a sparse matrix ({type(value).__name__}): only X may be sparse (in fit, "
+                        "partial_fit, predict and score), and linreg never densifies it silently; pass "
+                        f"{name} as a dense array, e.g. {name}.toarray()")
     if hasattr(value, "__cuda_array_interface__") and not isinstance(value, np.ndarray):
         raise TypeError(f"{name} is a GPU array ({type(value).__name__}); this backend needs host data")
     try:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from linreg import compilation, datasets, distributed, options, outofcore
+from linreg import compilation, datasets, distributed, options, outofcore, parquet
 from linreg.cuda_backend import CudaUnavailableError
 from linreg.estimator import DivergenceError, LinearRegressor
 from linreg.inference import COV_TYPES
@@ -247,7 +247,8 @@ def _check_output_paths(args: argparse.Namespace) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     _check_output_paths(args)
-    if args.distributed or args.target_file is not None:  # stream .npy files (out of core / data-parallel)
+    # Stream .npy files or a Parquet dataset (out of core / data-parallel).
+    if args.distributed or args.target_file is not None or parquet.is_parquet(args.dataset):
         return run_streaming(args)
     X, y, truth = load_dataset(args.dataset, target=args.target, n_samples=args.n_samples, seed=args.seed)
     params = _estimator_params(args)
@@ -304,9 +305,11 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Train a linear model. With no arguments: seed 000's problem and "
                                             "settings, then the improved run (standardize, lr=auto) beside it.")
     train.add_argument("--dataset", default="seed-linear",
-                       help="seed-linear (seed 000), crops (seed 003), or a .npy/.npz/.csv file")
+                       help="seed-linear (seed 000), crops (seed 003), a .npy/.npz/.csv file, or Parquet data "
+                            "(a .parquet file or a directory of them: streamed, see --target)")
     train.add_argument("--target", help="target column(s) of a data file: indices or CSV header names, "
-                                        "comma-separated (default: the last column)")
+                                        "comma-separated (default: the last column); of Parquet data: "
+                                        "column names (required)")
     train.add_argument("--n-samples", type=options.parse_positive_int, default=5000,
                        help="rows of seed-linear (default 5000)")
     train.add_argument("--seed", type=int, default=0,
@@ -373,6 +376,9 @@ def add_streaming_arguments(parser: argparse.ArgumentParser) -> None:
     add("--target-file", metavar="NPY", help="targets as a .npy file, (n_samples,) or (n_samples, n_outputs): "
                                              "then --dataset is the features .npy and both stream from disk")
     add("--weight-file", metavar="NPY", help="per-row sample weights as a .npy file (n_samples,), streamed")
+    add("--features", metavar="COLUMNS", help="Parquet data: the feature columns, comma-separated (default: every "
+                                              "column but the target and weight columns)")
+    add("--weight-column", metavar="COLUMN", help="Parquet data: the column of per-row sample weights")
     add("--chunk-mb", type=float, default=outofcore.CHUNK_BYTES / 2**20,
         help=f"memory for the chunk buffers, MiB (default {outofcore.CHUNK_BYTES / 2**20:g})")
     add("--distributed", action="store_true",
@@ -389,11 +395,39 @@ def _streaming_params(args: argparse.Namespace, show_progress: bool) -> dict:
     return options.params_from_flags(args, random_state=args.seed, progress=show_progress and not args.no_progress)
 
 
+def _streamed_data(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """(X, y, sample_weight) of a streaming run, as ``outofcore.train`` takes them: .npy paths, or Parquet data
+    with its target and weight columns named."""
+    if not parquet.is_parquet(args.dataset):
+        if args.features is not None or args.weight_column is not None:
+            raise CliError("--features and --weight-column name columns of Parquet data; --dataset "
+                           f"{args.dataset} is not a .parquet file or a directory of them")
+        return args.dataset, args.target_file, args.weight_file
+    target = getattr(args, "target", None)
+    if args.target_file is not None or args.weight_file is not None or not target:
+        raise CliError("Parquet data names its columns: give --dataset data.parquet --target COLUMN[,COLUMN...] "
+                       "(and --weight-column COLUMN for weights), not --target-file / --weight-file")
+    targets = [name.strip() for name in target.split(",")]
+    features = [name.strip() for name in args.features.split(",")] if args.features else None
+    return (parquet.Parquet(args.dataset, features), targets[0] if len(targets) == 1 else targets,
+            args.weight_column)
+
+
+def _describe(args: argparse.Namespace) -> str:
+    if args.target_file is None and getattr(args, "target", None):
+        return f"{args.dataset} (target {args.target})"
+    return f"{args.dataset} + {args.target_file}"
+
+
 def run_streaming(args: argparse.Namespace) -> int:
-    """``linreg train --dataset X.npy --target-file y.npy [--distributed]``: stream, train, rank 0 reports."""
-    if args.target_file is None or getattr(args, "target", None) is not None:
+    """``linreg train --dataset X.npy --target-file y.npy [--distributed]`` or ``--dataset data.parquet --target y``:
+    stream, train, rank 0 reports."""
+    _streamed_data(args)  # the Parquet flags' errors
+    if not parquet.is_parquet(args.dataset) and (args.target_file is None or getattr(args, "target", None)
+                                                 is not None):
         raise CliError("streaming (out-of-core or --distributed) training reads features and targets from two "
-                           ".npy files: give --dataset X.npy --target-file y.npy (and no --target)")
+                           ".npy files or from Parquet data: give --dataset X.npy --target-file y.npy (and no "
+                           "--target), or --dataset data.parquet --target COLUMN")
     if getattr(args, "resume", False) or getattr(args, "checkpoint", None) is not None:
         raise CliError("--checkpoint and --resume are not supported with --target-file / --distributed "
                            "(streaming) training yet")
@@ -422,12 +456,12 @@ def _train_and_report(args: argparse.Namespace, this_rank: int) -> int:
     chunk_bytes = int(args.chunk_mb * 2**20)
     started = time.perf_counter()
     collectives: dict = {}
+    X, y, sample_weight = _streamed_data(args)
     try:
         if args.distributed:
-            report, collectives = distributed.train(model, args.dataset, args.target_file, args.weight_file,
-                                        chunk_bytes=chunk_bytes)
+            report, collectives = distributed.train(model, X, y, sample_weight, chunk_bytes=chunk_bytes)
         else:
-            report = outofcore.train(model, args.dataset, args.target_file, args.weight_file, chunk_bytes=chunk_bytes)
+            report = outofcore.train(model, X, y, sample_weight, chunk_bytes=chunk_bytes)
     except DivergenceError as error:
         if this_rank == 0:
             print(f"error: {error}", file=sys.stderr)
@@ -445,21 +479,22 @@ def _train_and_report(args: argparse.Namespace, this_rank: int) -> int:
 def _streamed_summary(args: argparse.Namespace, model, this_rank: int, chunk_bytes: int) -> None:
     from linreg import inference
 
-    streamed: dict[str, Any] = {"sample_weight": args.weight_file, "chunk_bytes": chunk_bytes}
+    X, y, sample_weight = _streamed_data(args)
+    streamed: dict[str, Any] = {"sample_weight": sample_weight, "chunk_bytes": chunk_bytes}
     if args.distributed:
         streamed["team"] = distributed.TorchCollective()
     if this_rank == 0:
-        print_summaries([("this run", model, 0.0)], args.dataset, args.target_file, args.summary, **streamed)
+        print_summaries([("this run", model, 0.0)], X, y, args.summary, **streamed)
     else:
         try:
-            inference.compute(model, args.dataset, args.target_file, cov_type=args.summary, **streamed)
+            inference.compute(model, X, y, cov_type=args.summary, **streamed)
         except ValueError:
             pass  # rank 0 prints the reason
 
 
 def _report(args: argparse.Namespace, model, report: outofcore.Report, collectives: dict, seconds: float) -> None:
     where = f"{report.world_size} ranks ({collectives.get('backend')})" if args.distributed else "one process"
-    print(f"dataset {args.dataset} + {args.target_file}: {report.n_samples} x {report.n_features} -> "
+    print(f"dataset {_describe(args)}: {report.n_samples} x {report.n_features} -> "
           f"{report.n_outputs} {report.dtype}, streamed in chunks of {report.chunk_rows} rows on {where}; "
           f"solver={args.solver}, lr={args.lr}", flush=True)
     print(result_table([("this run", model, seconds)], None))
@@ -472,7 +507,8 @@ def _report(args: argparse.Namespace, model, report: outofcore.Report, collectiv
         model.save(args.save)
         print(f"model written to {args.save}")
     if args.run_log:
-        log = {"dataset": str(args.dataset), "target_file": str(args.target_file), **_jsonable(report),
+        log = {"dataset": str(args.dataset), "target_file": str(args.target_file),
+               "target": getattr(args, "target", None), **_jsonable(report),
                "distributed": bool(args.distributed), "collectives": collectives,
                "threads_per_rank": _numba_threads(), "params": {k: v for k, v in model.get_params().items()
                                                                   if k != "init" or isinstance(v, str)},
@@ -501,8 +537,12 @@ def build_streaming_parser() -> argparse.ArgumentParser:
     """``python -m linreg.distributed``: ``linreg train``'s streaming flags, usable before the CLI integrates them."""
     parser = argparse.ArgumentParser(prog="python -m linreg.distributed",
                                      description="Out-of-core or (with --distributed, under torchrun) data-parallel "
-                                                 "training from .npy files; the same flags as linreg train.")
-    parser.add_argument("--dataset", required=True, metavar="NPY", help="features .npy (n_samples, n_features)")
+                                                 "training from .npy files or Parquet data; the same flags as "
+                                                 "linreg train.")
+    parser.add_argument("--dataset", required=True, metavar="NPY_OR_PARQUET",
+                        help="features .npy (n_samples, n_features), or Parquet data (a .parquet file or a directory "
+                             "of them) with --target")
+    parser.add_argument("--target", metavar="COLUMNS", help="Parquet data: the target column(s), comma-separated")
     parser.add_argument("--seed", type=int, default=0, help="random seed of init=randn and the shuffle (default 0)")
     parser.add_argument("--plot", metavar="PNG", help="write the loss curve to this file")
     parser.add_argument("--save", metavar="NPZ", help="write the fitted model to this file (rank 0)")

@@ -107,15 +107,19 @@ def _warmup_rows(estimator, n_samples: int, n_features: int, n_outputs: int) -> 
     Plain full-batch GD on a small specialised problem (seed 000's) takes
     ``kernels.cpu._gd_epochs_transposed``, a larger one ``_gd_epochs``: the warm-up
     uses as few rows as still select the same one. Every other path's kernels depend
-    only on the types (dtype, n_features class, layout), not on the row count.
+    only on the types (dtype, n_features class, layout), not on the row count, except mini-batches
+    smaller than the data: the warm-up has one batch more than the batch size.
     """
     from linreg.kernels import cpu
 
     small = min(n_samples, WARMUP_ROWS)
     from linreg import options
 
-    if options.make_spec(estimator.get_params()).non_plain_options():
-        return small
+    spec = options.make_spec(estimator.get_params())
+    if spec.non_plain_options():
+        # Mini-batches smaller than the data may take the gather thread (kernels.cpu_pipeline): so must the warm-up.
+        batch = spec.batch_size
+        return small if batch is None or batch >= n_samples else min(n_samples, max(small, batch + 1))
     transposed = cpu.use_transposed(n_samples, n_features, n_outputs,
                                     cpu.parallel_pass(n_samples, n_features, n_outputs))
     if transposed or not cpu.use_transposed(small, n_features, n_outputs, False):
@@ -169,14 +173,19 @@ def prepare_fit(estimator, X: Any, y: Any, sample_weight: Any = None, *,
     else:  # the fit's own validation: the same errors
         from linreg import _validation as check
 
-        X2, Y2, _ = check.check_X_y(X, y)
+        if check.is_sparse(X):  # scipy.sparse: validated (and kept sparse) as the fit does
+            from linreg import sparse
+
+            X2, Y2, _ = sparse.check_X_y(X, y)
+        else:
+            X2, Y2, _ = check.check_X_y(X, y)
         weights = check.check_sample_weight(sample_weight, X2.shape[0])
     n_samples, n_features = X2.shape
     n_outputs = Y2.shape[1]
     transposed = cpu.use_transposed(n_samples, n_features, n_outputs,
                                     cpu.parallel_pass(n_samples, n_features, n_outputs))
     key = (repr(sorted(params.items())), X2.dtype.str, n_features, n_outputs, min(n_samples, WARMUP_ROWS + 1),
-           transposed, weights is None)
+           transposed, weights is None, type(X2).__name__)  # a sparse X compiles its own kernels
     what = describe(X2.dtype, n_features, n_outputs)
     if key in _prepared:
         return Preparation(what)

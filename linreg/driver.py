@@ -204,17 +204,24 @@ def fit(spec: Spec, params: dict[str, Any], source, *, one_output: bool, feature
     statistics = None
     # The other backends run the seeds' plain loop; lr="auto" is only its step, found by a host Gram pass.
     auto_step_only = (backend.name != "cpu" and unsupported == ["lr='auto'"] and isinstance(source.X, np.ndarray))
-    if (not unsupported or auto_step_only) and not source.streams:  # the seeds' plain loop, on any backend
+    sparse = getattr(source, "sparse", False)  # sparse X (linreg.sparse) always trains on the engine
+    # backend="cuda" beyond the seeds' loop: the same plan below, on a source whose rows and steps are on the GPU.
+    on_device = backend.name == "cuda" and not source.streams and bool(unsupported) and not auto_step_only
+    if on_device:
+        from linreg.cuda_engine import DeviceRows
+
+        source = DeviceRows(source)
+    if (not unsupported or auto_step_only) and not source.streams and not sparse:  # the seeds' plain loop
         lr = spec.lr
         if auto_step_only:
             statistics = source.statistics(None, gram=True, moments=False)
             lr = training.auto_lr(spec, statistics, *training.standardization(statistics, False, n_features))
         lr = float(lr)
         run = backend.start_gd(source.X, source.Y, W0, b0, lr, spec.epochs)
-    elif backend.name != "cpu" and unsupported == ["lr='auto'"]:
+    elif backend.name != "cpu" and not on_device and unsupported == ["lr='auto'"]:
         raise ValueError(f"lr='auto' (the default step) comes from a Gram pass over host data; with device arrays "
                          f"on backend={backend.name!r} pass a numeric lr, e.g. lr=1e-3, or host arrays")
-    elif backend.name != "cpu":
+    elif backend.name != "cpu" and not on_device:
         raise ValueError(f"backend={backend.name!r} runs plain full-batch gradient descent only (the seeds' "
                          f"loop); these options need backend='cpu': {', '.join(unsupported)}")
     else:
@@ -226,7 +233,7 @@ def fit(spec: Spec, params: dict[str, Any], source, *, one_output: bool, feature
         exact = spec.solver == "normal"
         if need_gram or spec.standardize:
             stats = source.statistics(rows, gram=need_gram, moments=spec.standardize, centred=exact)
-        if need_gram and rows is None:  # all the rows: kept for inference (linreg.inference)
+        if need_gram and rows is None and stats.G is not None:  # all the rows: kept for inference (linreg.inference)
             statistics = stats.uncentred()
         mu, sigma = training.standardization(stats, spec.standardize, n_features)
         if exact:
@@ -469,8 +476,8 @@ def check_partial_fit(spec: Spec, params: dict[str, Any]) -> None:
     if params["standardize"] or params["lr"] == "auto" or spec.solver != "gd":
         raise ValueError("partial_fit needs solver='gd', standardize=False and a numeric lr: standardisation, "
                          "lr='auto' and the normal/gram solvers need the whole data set, use fit")
-    if params["backend"] != "cpu":
-        raise ValueError(f"partial_fit runs on backend='cpu', got backend={params['backend']!r}")
+    if params["backend"] not in ("cpu", "cuda"):
+        raise ValueError(f"partial_fit runs on backend='cpu' or 'cuda', got backend={params['backend']!r}")
 
 
 def partial_fit(spec: Spec, params: dict[str, Any], source: InMemory, session: PartialSession | None,
@@ -480,6 +487,11 @@ def partial_fit(spec: Spec, params: dict[str, Any], source: InMemory, session: P
     from linreg._engine import EngineRun, EngineState
 
     check_partial_fit(spec, params)
+    on_device = params["backend"] == "cuda"  # the same epoch with its steps on the GPU (linreg.cuda_engine)
+    if on_device:
+        from linreg.cuda_engine import DeviceRows
+
+        source = DeviceRows(source)
     n_features, n_outputs = source.n_features, source.n_outputs
     expected = current.coef.shape if session is None and current is not None else (
         session.state.W.shape if session is not None else None)
@@ -503,15 +515,20 @@ def partial_fit(spec: Spec, params: dict[str, Any], source: InMemory, session: P
     # One epoch per call; the cosine period stays the configured one (t_max, else epochs).
     single = dataclasses.replace(spec, tol=None, early_stopping=False, epochs=1, t_max=spec.t_max or spec.epochs,
                                  lr=session.lr, standardize=False)
-    run = EngineRun(source.X, source.Y, single, session.state, session.lr, 1, weights=source.weights,
-                    seed=session.seed)
-    session.state.counters[codes.K_STOP] = codes.RUNNING  # no stopping rule in partial_fit
+    session.state.counters[codes.K_STOP] = codes.RUNNING  # no stopping rule in partial_fit (set before the run
+    # starts: the cuda run copies the state to the device when it starts)
+    if on_device:
+        run = source.start_gd(single, session.state, session.lr, None, None, session.seed)
+    else:
+        run = EngineRun(source.X, source.Y, single, session.state, session.lr, 1, weights=source.weights,
+                        seed=session.seed)
     run.advance(1)
     W, b, history = run.result()
     session.history.extend(history[: run.n_done].tolist())
     stop = codes.STOP_DIVERGED if run.diverged else codes.RUNNING
     state = _fitted(W, b, np.asarray(session.history), len(session.history), stop, session.lr, params=params,
-                    one_output=one_output, feature_names=feature_names, dtype=source.dtype, backend="cpu")
+                    one_output=one_output, feature_names=feature_names, dtype=source.dtype,
+                    backend=params["backend"])
     error = None
     if run.diverged:
         error = DivergenceError(f"loss became non-finite in partial_fit with lr={session.lr:g}; "

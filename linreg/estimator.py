@@ -97,7 +97,7 @@ class LinearRegressor:
         from sklearn.utils import InputTags, RegressorTags, Tags, TargetTags
 
         return Tags(estimator_type="regressor", target_tags=TargetTags(required=True, multi_output=True),
-                    regressor_tags=RegressorTags(), input_tags=InputTags())
+                    regressor_tags=RegressorTags(), input_tags=InputTags(sparse=True))
 
     def __repr__(self) -> str:
         changed = [f"{k}={v!r}" for k, v in self.get_params().items() if not _same(v, options.DEFAULTS[k])]
@@ -125,6 +125,11 @@ class LinearRegressor:
                                      "checkpoint_path, with GPU data")
                 X2, Y2 = cuda_backend.check_device_X_y(X, y)
                 return driver.InMemory(X2, Y2, None), getattr(y, "ndim", None) == 1, None
+        if check.is_sparse(X):  # scipy.sparse: its own source and kernels, never densified (linreg.sparse)
+            from linreg import sparse
+
+            source, one_output = sparse.source(X, y, sample_weight, self._spec(), self.get_params())
+            return source, one_output, None
         names = check.feature_names(X)
         X2, Y2, one_output = check.check_X_y(X, y, finite=finite)
         weights = check.check_sample_weight(sample_weight, X2.shape[0])
@@ -146,6 +151,9 @@ class LinearRegressor:
 
         ``X``, ``y`` (and ``sample_weight``) may be ``.npy`` paths or ``np.memmap``
         arrays: then rows are streamed in chunks (``linreg.outofcore``), never loaded whole.
+        ``X`` may be Parquet data (a ``.parquet`` file, a directory of them, a
+        ``pyarrow.dataset.Dataset`` or a ``linreg.parquet.Parquet``), streamed the same way,
+        with ``y`` (and ``sample_weight``) naming columns: ``fit("data.parquet", y="price")``.
         """
         from linreg import outofcore
 
@@ -163,7 +171,8 @@ class LinearRegressor:
         # untouched, with a message saying nothing was trained.
         from linreg import compilation  # imports numba: not at import linreg
 
-        preparation = compilation.prepare_fit(self, source.X, source.Y, source.weights, validated=True)
+        preparation = compilation.prepare_fit(self, getattr(source, "matrix", source.X), source.Y, source.weights,
+                                              validated=True)
         self._partial_session = None  # a later partial_fit continues from this fit's coef_
         outcome = driver.fit(spec, self.get_params(), source, one_output=one_output, feature_names=names,
                              previous=self.fitted_state() if hasattr(self, "coef_") else None, resume=resume,
@@ -237,6 +246,11 @@ class LinearRegressor:
         if names is not None and fitted_names is not None and list(names) != list(fitted_names):
             raise ValueError(f"The feature names should match those that were passed during fit: fitted with "
                              f"{list(fitted_names)}, got {list(names)}")
+        if check.is_sparse(X):  # the sparse kernels, whatever the backend
+            from linreg import sparse
+
+            P = sparse.predict(X, np.atleast_2d(self.coef_), np.atleast_1d(self.intercept_), self.n_features_in_)
+            return P[:, 0] if self._one_output else P
         device = False
         if self.backend == "cuda":
             from linreg import cuda_backend
@@ -266,7 +280,12 @@ class LinearRegressor:
                 kernels = cuda_backend.require_cuda()
                 X, y = (kernels.to_host(kernels.as_device_array(a)) if cuda_backend.is_device_data(a) else a
                         for a in (X, y))
-        X2, Y2, _ = check.check_X_y(X, y)
+        if check.is_sparse(X):
+            from linreg import sparse
+
+            X2, Y2, _ = sparse.check_X_y(X, y)
+        else:
+            X2, Y2, _ = check.check_X_y(X, y)
         weights = check.check_sample_weight(sample_weight, X2.shape[0])
         n_outputs = 1 if self._one_output else np.shape(self.coef_)[0]
         if Y2.shape[1] != n_outputs:

@@ -2,7 +2,9 @@
 
 ``fit(estimator, X, y, sample_weight)`` trains a ``LinearRegressor`` on data that
 need not fit in memory. ``X``, ``y`` and ``sample_weight`` may each be a path to
-a ``.npy`` file, an ``np.memmap`` or an ordinary array. Rows are read chunk by
+a ``.npy`` file, an ``np.memmap`` or an ordinary array; or ``X`` is Parquet data
+and ``y``/``sample_weight`` name its columns (``linreg.parquet``: one more
+``RowSource``, record batches copied into the same chunk buffers). Rows are read chunk by
 chunk into buffers allocated once (about ``chunk_bytes`` in all, default
 ``CHUNK_BYTES``): a C-ordered ``.npy`` file is read with plain file reads at row
 offsets (no mapping, so nothing of the file becomes resident in this process);
@@ -95,8 +97,11 @@ _FAULT_AROUND_MARGIN = 2 << 20  # fault-around never crosses a 2 MiB page-table 
 
 
 def is_out_of_core(*arrays: Any) -> bool:
-    """True if any argument is a path (str / os.PathLike) or an ``np.memmap``: the data to stream, not to load."""
-    return any(isinstance(a, str | os.PathLike | np.memmap) for a in arrays if a is not None)
+    """True if any argument is a path (str / os.PathLike), an ``np.memmap`` or Parquet data (``linreg.parquet``):
+    the data to stream, not to load."""
+    from linreg import parquet
+
+    return any(isinstance(a, str | os.PathLike | np.memmap) or parquet.is_parquet(a) for a in arrays if a is not None)
 
 
 def _compute_dtype(stored: np.dtype, name: str) -> np.dtype:
@@ -118,6 +123,10 @@ class RowSource:
     def read(self, start: int, stop: int, out: np.ndarray) -> None:
         """Copy rows [start, stop) into ``out`` ((stop - start, n_columns), C-contiguous), converting the dtype."""
         raise NotImplementedError
+
+    def scratch_bytes_per_row(self, dtype: np.dtype) -> int:
+        """Bytes per chunk row this source needs besides the chunk buffer of ``dtype``: its conversion buffer."""
+        return 0 if self.dtype == dtype else self.dtype.itemsize * math.prod(self.shape[1:])
 
     def close(self) -> None:
         """Release the file or mapping."""
@@ -226,6 +235,7 @@ class Dataset:
     weights: RowSource | None
     dtype: np.dtype
     one_output: bool
+    feature_names: np.ndarray | None = None  # the columns of a table (Parquet), for feature_names_in_
 
     @property
     def n_samples(self) -> int:
@@ -246,7 +256,20 @@ class Dataset:
 
 
 def open_dataset(X: Any, y: Any, sample_weight: Any = None) -> Dataset:
-    """Open and cross-check X (n_samples, n_features), y (n_samples,) or (n_samples, n_outputs), weights."""
+    """Open and cross-check X (n_samples, n_features), y (n_samples,) or (n_samples, n_outputs), weights.
+
+    Parquet data X (``linreg.parquet.is_parquet``) names its target and weight columns in ``y`` and ``sample_weight``.
+    """
+    from linreg import parquet
+
+    if parquet.is_parquet(X):
+        dataset = parquet.open_dataset(X, y, sample_weight)
+        try:
+            _check_shapes(dataset)
+        except BaseException:
+            dataset.close()
+            raise
+        return dataset
     sources = []
     try:
         sources.append(open_rows(X, "X"))
@@ -289,9 +312,9 @@ def chunk_rows_for(data: Dataset, chunk_bytes: int, batch: int | None = None, sh
     """
     itemsize = data.dtype.itemsize
     per_row = itemsize * (data.n_features + data.n_outputs) + max(data.n_features, data.n_outputs)  # + finite mask
-    for source, width in ((data.X, data.n_features), (data.Y, data.n_outputs), (data.weights, 1)):
-        if source is not None and source.dtype != (data.dtype if source is not data.weights else np.float64):
-            per_row += source.dtype.itemsize * width  # conversion buffer
+    for source in (data.X, data.Y, data.weights):
+        if source is not None:  # conversion buffers
+            per_row += source.scratch_bytes_per_row(data.dtype if source is not data.weights else np.dtype(np.float64))
     if data.weights is not None:
         per_row += 8
     if shuffle:
@@ -769,7 +792,8 @@ def _train(estimator, spec: Spec, data: Dataset, team: Collective, shards, chunk
         # One process: Ctrl-C leaves the last completed epoch. Several ranks must stop together: torchrun
         # delivers Ctrl-C to each of them, where it lands.
         outcome = driver.fit(spec, estimator.get_params(), source, one_output=data.one_output, previous=previous,
-                             interruptible=team.world_size == 1, progress_desc="fit (streaming)")
+                             feature_names=data.feature_names, interruptible=team.world_size == 1,
+                             progress_desc="fit (streaming)")
     finally:
         report.statistics_seconds = source.statistics_seconds
     run = outcome.run

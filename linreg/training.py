@@ -67,6 +67,9 @@ class Statistics:
     #: ``kernels.cpu_gram.centred_gram``), which keeps the exact solve accurate for data far from 0.
     shift_x: np.ndarray | None = None
     shift_y: np.ndarray | None = None
+    #: Instead of G when G is too large to form (sparse X with many features, ``linreg.sparse``): the largest
+    #: eigenvalue of the data term's Hessian 2/(n_outputs * sum s) * G in the coordinates the fit trains in.
+    hessian_eigenvalue: float | None = None
 
     @property
     def weight_total(self) -> float:
@@ -129,12 +132,16 @@ def auto_lr(spec: Spec, statistics: Statistics, mu: np.ndarray, sigma: np.ndarra
     A step of 1/L never increases a quadratic objective along any eigen-direction
     (the factor 1 - lr * lambda stays in [0, 1)), so full-batch gradient descent cannot diverge.
     """
-    G = statistics.uncentred().G
-    if spec.standardize:
-        T = standardizing_map(mu, sigma)
-        G = T.T @ G @ T
-    hessian = 2.0 / (statistics.C.shape[1] * statistics.weight_total) * G
-    largest = float(np.linalg.eigvalsh(hessian)[-1]) + spec.alpha * (1.0 - spec.l1_share) * (spec.penalty is not None)
+    if statistics.G is None and statistics.hessian_eigenvalue is not None:
+        largest = statistics.hessian_eigenvalue
+    else:
+        G = statistics.uncentred().G
+        if spec.standardize:
+            T = standardizing_map(mu, sigma)
+            G = T.T @ G @ T
+        hessian = 2.0 / (statistics.C.shape[1] * statistics.weight_total) * G
+        largest = float(np.linalg.eigvalsh(hessian)[-1])
+    largest += spec.alpha * (1.0 - spec.l1_share) * (spec.penalty is not None)
     # torch-style weight decay adds weight_decay * W to the gradient: curvature too.
     return 1.0 / (largest + spec.weight_decay)
 

@@ -38,13 +38,3 @@ def test_not_fitted_error_is_also_scikit_learns():
         LinearRegressor().predict([[1.0]])
     with pytest.raises(linreg.NotFittedError):
         LinearRegressor().predict([[1.0]])
-
-
-def test_sparse_input_is_a_clear_type_error_never_densified():
-    import numpy as np
-    from scipy import sparse
-
-    X = sparse.random(20, 3, density=0.3, format="csr", random_state=0)
-    with pytest.raises(TypeError, match=r"X is a sparse matrix \(csr_matrix\): sparse input is not supported.*"
-                                        r"X\.toarray\(\)"):
-        LinearRegressor().fit(X, np.ones(20))

@@ -210,7 +210,8 @@ def test_gather_equals_numpy_on_batches_around_block_boundaries(small_chunks, dt
     order = cpu_train.epoch_order(11, 2, n) if layout != "in-order" else np.empty(0, np.int64)
     block = cpu._block_rows(n_features)
     start = 0
-    for size in (1, 3, block - 1, block, block + 1, 2 * block + 3, 31):
+    # The gather takes rows 4 at a time (a tail of 1-3 repeats a row with weight 0); chunks, blocks, odd sizes.
+    for size in (1, 2, 3, 4, 5, 7, 8, 9, block - 1, block, block + 1, 2 * block + 3, 31):
         stop = min(start + size, n)
         positions = order[start:stop] if order.shape[0] else np.arange(start, stop)
         got = gather(X, Y, W, b, order, weights, start, stop)

@@ -1,0 +1,334 @@
+"""Parquet datasets as streamed training data: one more kind of ``linreg.outofcore`` row source.
+
+``LinearRegressor().fit("data.parquet", y="target")`` (a ``.parquet`` file, a
+directory of them, or a ``pyarrow.dataset.Dataset``) trains out of core exactly
+as from ``.npy`` files: ``open_dataset`` returns the ``outofcore.Dataset`` that
+the streaming trainer (``outofcore.train``: every solver, mini-batches,
+``linreg.distributed``'s shards) reads chunk by chunk. Nothing here trains.
+
+Columns. ``y`` names the target column (a list of names: several outputs) and
+``sample_weight`` the weight column; the features are every other column, or
+the ones chosen with ``Parquet(source, features=[...])``. Every feature must be
+numeric (integers, floats, booleans: the in-memory DataFrame rule,
+``linreg._validation``): a string, date or decimal column is an error naming it.
+dtypes follow the in-memory rules, computed by the same code from the schema
+(``_validation._from_dataframe`` on the empty table: NumPy's stacking of the
+columns): float64 anywhere makes the fit float64, so does int64 with float32;
+integer-only features become float32, float32 (with small ints, booleans,
+float16) stays float32.
+``feature_names_in_`` is set from the feature columns.
+
+Reading (bounded memory). The files' row groups, in file order (a directory's
+``*.parquet`` files sorted by path), are one sequence of rows; each column
+group (features, targets, weights) is its own ``RowSource`` with its own
+reader, since Parquet stores columns apart and reading one never decodes the
+others. A request for rows ``[start, stop)`` (one chunk of the shard) is
+served from record batches of at most one chunk's rows decoded from the row
+group(s) overlapping it (``ParquetFile.iter_batches`` on that row group, with a
+buffered, not pre-buffered, stream: the file's column chunks are never read
+whole); the batch being consumed is kept, so the next chunk continues where
+this one stopped. Reading a chunk after a jump backwards (a shuffled epoch's
+next chunk) decodes its row group from the group's start up to the chunk, so
+row groups no larger than a chunk make shuffled epochs read each row once.
+The decoded batch is counted in the chunk budget (``scratch_bytes_per_row``);
+beyond it, Parquet decodes a page at a time, so each column also holds about
+one data page and its dictionary page (pyarrow writes them up to 1 MiB each)
+and the stream buffer, whatever the file's size. The decoded columns are
+copied into the row-major chunk by ``kernels.cpu_columns`` (NumPy for small
+pieces). A filtered ``pyarrow.dataset.Dataset`` is refused: its filter would
+not apply to row groups read directly.
+
+Nulls are an error naming the column and the global row (checked on every
+read: a null count is free); NaN and infinity are named by the trainer, as for
+``.npy`` files. A directory whose files do not all have the same schema is an
+error naming the file and the columns that differ.
+
+pyarrow is imported only when Parquet data is used: ``import linreg`` stays light.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from linreg import _validation as check
+from linreg import outofcore
+
+SUFFIXES = (".parquet", ".pq")
+#: Bytes of the buffered stream through which column chunks are read (never the whole column chunk at once).
+STREAM_BUFFER = 1 << 16
+#: Rows of a piece from which the columns are copied into rows by the kernel (``kernels.cpu_columns``).
+KERNEL_ROWS = 4096
+
+
+@dataclasses.dataclass(frozen=True)
+class Parquet:
+    """Parquet data with an explicit choice of feature columns: ``fit(Parquet("data/", features=["a", "b"]), y="t")``.
+
+    ``source``: a ``.parquet`` file, a directory of them, or a ``pyarrow.dataset.Dataset``;
+    ``features``: the feature columns in order (default: every column but the target and weight).
+    """
+
+    source: Any
+    features: Sequence[str] | None = None
+
+
+def _is_arrow_dataset(value: Any) -> bool:
+    return type(value).__module__.startswith("pyarrow._dataset") and hasattr(value, "get_fragments")
+
+
+def is_parquet(value: Any) -> bool:
+    """A ``Parquet``, a ``pyarrow.dataset.Dataset``, a path ending in .parquet / .pq, or a directory (of such files:
+    no other data is a directory): data for ``open_dataset``. Reads nothing."""
+    if isinstance(value, Parquet) or _is_arrow_dataset(value):
+        return True
+    if isinstance(value, str | os.PathLike):
+        path = Path(value)
+        return path.suffix.lower() in SUFFIXES or path.is_dir()
+    return False
+
+
+def _parquet_files(directory: Path) -> list[Path]:
+    """The .parquet / .pq files under ``directory`` (recursively, hidden and ``_``-prefixed ones skipped), sorted."""
+    found = []
+    for root, folders, names in os.walk(directory):
+        folders[:] = sorted(f for f in folders if not f.startswith((".", "_")))
+        found += [Path(root) / n for n in names if Path(n).suffix.lower() in SUFFIXES and not n.startswith((".", "_"))]
+    return sorted(found)
+
+
+@dataclasses.dataclass
+class _File:
+    path: str
+    filesystem: Any
+    row_groups: list[int]  # the row groups of this file that belong to the data (a fragment may hold a subset)
+    group_rows: list[int]
+
+
+class ParquetFiles:
+    """The row groups of a Parquet dataset's files, in order, with their global first rows; one schema."""
+
+    def __init__(self, source: Any) -> None:
+        import pyarrow.parquet as pq
+
+        self.description = str(source) if not _is_arrow_dataset(source) else "the pyarrow Dataset"
+        self.files: list[_File] = []
+        schema = first_path = None
+        for path, filesystem, groups in self._fragments(source):
+            metadata = pq.read_metadata(path, filesystem=filesystem)
+            file_schema = metadata.schema.to_arrow_schema()
+            if schema is None:
+                schema, first_path = file_schema, path
+            elif not file_schema.equals(schema, check_metadata=False):
+                raise ValueError(f"{self.description}: the files' schemas differ: {path} "
+                                 f"{_schema_difference(file_schema, schema)} {first_path}; every file of a "
+                                 "Parquet dataset must have the same columns with the same types")
+            groups = list(range(metadata.num_row_groups)) if groups is None else groups
+            self.files.append(_File(path, filesystem, groups, [metadata.row_group(g).num_rows for g in groups]))
+        if schema is None:
+            raise ValueError(f"{self.description}: no Parquet files (*.parquet, *.pq) found")
+        self.schema = schema
+        # One unit per (file, row group), in order; unit_starts[u] is its first global row.
+        self.units = [(f, g, rows) for f, file in enumerate(self.files)
+                      for g, rows in zip(file.row_groups, file.group_rows, strict=True)]
+        self.unit_starts = np.concatenate([[0], np.cumsum([rows for *_, rows in self.units], dtype=np.int64)])
+        self.n_rows = int(self.unit_starts[-1])
+
+    def _fragments(self, source: Any):
+        if _is_arrow_dataset(source):
+            if (getattr(source, "_scan_options", None) or {}).get("filter") is not None:
+                raise ValueError("a filtered pyarrow Dataset (Dataset.filter): rows stream by row group and the "
+                                 "filter would not apply; write the filtered rows to Parquet files first")
+            fragments = list(source.get_fragments())
+            for fragment in fragments:
+                if not hasattr(fragment, "row_groups"):
+                    raise TypeError(f"a pyarrow Dataset of {type(source.format).__name__} files: only Parquet "
+                                    "datasets stream (pyarrow.dataset.dataset(path, format='parquet'))")
+                groups = [group.id for group in fragment.row_groups] if fragment.row_groups is not None else None
+                yield fragment.path, fragment.filesystem, groups
+            return
+        path = Path(source)
+        if path.is_dir():
+            for file in _parquet_files(path):
+                yield str(file), None, None
+        elif path.exists():
+            yield str(path), None, None
+        else:
+            raise FileNotFoundError(f"X: no such Parquet file or directory: {str(path)!r}")
+
+    def open(self, f: int):
+        import pyarrow.parquet as pq
+
+        file = self.files[f]
+        return pq.ParquetFile(file.path, filesystem=file.filesystem, buffer_size=STREAM_BUFFER, pre_buffer=False)
+
+
+def _schema_difference(schema: Any, reference: Any) -> str:
+    """How ``schema`` differs from ``reference``, in words (the first few differences)."""
+    names, reference_names = schema.names, reference.names
+    parts = [f"lacks column {name!r}" for name in reference_names if name not in names]
+    parts += [f"has an extra column {name!r}" for name in names if name not in reference_names]
+    parts += [f"has column {name!r} as {schema.field(name).type} where it is {reference.field(name).type}"
+              for name in names if name in reference_names and schema.field(name).type != reference.field(name).type]
+    if not parts:
+        parts = [f"has the columns in another order ({', '.join(names)})"]
+    return "; ".join(parts[:4]) + " compared with"
+
+
+class ParquetColumns(outofcore.RowSource):
+    """Some columns of a Parquet dataset as rows: decoded record batch by record batch, copied into the buffers."""
+
+    def __init__(self, files: ParquetFiles, columns: list[str], name: str, one_d: bool) -> None:
+        self.files, self.columns, self.name = files, columns, name
+        self.shape = (files.n_rows,) if one_d else (files.n_rows, len(columns))
+        # The in-memory conversion of a pyarrow Table with these columns (as an empty table) gives the stored dtype.
+        self.dtype = check._from_dataframe(files.schema.empty_table().select(columns), name).dtype
+        # Bytes per row of a decoded batch of these columns (a boolean's bits become bytes when converted).
+        self._decoded_row_bytes = sum(max(1, files.schema.field(c).type.bit_width // 8) for c in columns)
+        self._file_index, self._file = -1, None
+        self._unit, self._batches, self._batch, self._batch_start = -1, None, None, 0
+
+    def scratch_bytes_per_row(self, dtype: np.dtype) -> int:
+        # The decoded record batch (at most one chunk's rows) in its stored types, whatever the compute dtype.
+        return self._decoded_row_bytes
+
+    def read(self, start: int, stop: int, out: np.ndarray) -> None:
+        row = start
+        while row < stop:
+            batch = self._batch_covering(row, stop - start)
+            first = row - self._batch_start
+            n = min(stop, self._batch_start + batch.num_rows) - row
+            by_dtype: dict[np.dtype, tuple[list, list]] = {}
+            for j, column in enumerate(self.columns):
+                values = batch.column(column).slice(first, n)
+                if values.null_count:
+                    position = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0])
+                    raise ValueError(f"{self.name} column {column!r} has a null (missing value) at row {row + position}"
+                                     f"; fill or drop missing values before training")
+                array = values.to_numpy(zero_copy_only=False)  # zero-copy but for booleans (bits to bytes)
+                arrays, targets = by_dtype.setdefault(array.dtype, ([], []))
+                arrays.append(array)
+                targets.append(j)
+            rows = out[row - start:row - start + n]
+            for arrays, targets in by_dtype.values():
+                _columns_to_rows(arrays, targets, rows)
+            row += n
+
+    def _batch_covering(self, row: int, batch_rows: int):
+        """The decoded record batch holding global ``row``: the current one, a later one of the same row group, or
+        (after a jump backwards or to another group) a fresh pass over its row group from the group's start."""
+        batch = self._batch
+        if batch is not None and self._batch_start <= row < self._batch_start + batch.num_rows:
+            return batch
+        unit = int(np.searchsorted(self.files.unit_starts, row, side="right")) - 1
+        if unit != self._unit or batch is None or row < self._batch_start:
+            self._start_unit(unit, batch_rows)
+        while self._batch is None or row >= self._batch_start + self._batch.num_rows:
+            if self._batch is not None:
+                self._batch_start += self._batch.num_rows
+            self._batch = None  # released before the next one is decoded: one batch alive at a time
+            self._batch = next(self._batches, None)
+            if self._batch is None:
+                path = self.files.files[self.files.units[unit][0]].path
+                raise ValueError(f"{self.name}: {path} ended before row {row} (was it changed during the fit?)")
+        return self._batch
+
+    def _start_unit(self, unit: int, batch_rows: int) -> None:
+        f, group, _ = self.files.units[unit]
+        if f != self._file_index:
+            self.close()
+            self._file, self._file_index = self.files.open(f), f
+        self._batch = None
+        self._unit, self._batch_start = unit, int(self.files.unit_starts[unit])
+        self._batches = iter(self._file.iter_batches(batch_size=max(1, batch_rows), row_groups=[group],
+                                                     columns=self.columns, use_threads=True))
+
+    def close(self) -> None:
+        self._batches = self._batch = None
+        self._unit = -1
+        if self._file is not None:
+            self._file.close()
+        self._file, self._file_index = None, -1
+
+
+def _columns_to_rows(arrays: list[np.ndarray], targets: list[int], out: np.ndarray) -> None:
+    """``out[:, targets[c]] = arrays[c]``: the blocked parallel kernel for large pieces (one dtype of column per
+    call); NumPy's column copies below ``KERNEL_ROWS`` rows, where building the kernel's typed list (~10 us per
+    column) and starting its parallel region cost more than the strided stores."""
+    if out.shape[0] < KERNEL_ROWS:
+        for array, target in zip(arrays, targets, strict=True):
+            np.copyto(out[:, target], array, casting="unsafe")
+        return
+    from numba.typed import List
+
+    from linreg.kernels import cpu_columns
+
+    columns = List()
+    for array in arrays:
+        # Numba has no float16 arithmetic type: widen (exactly) first; a half-float column is a rare guest.
+        columns.append(array.astype(np.float32) if array.dtype == np.float16 else array)
+    cpu_columns.columns_to_rows(columns, np.asarray(targets, np.int64), out)
+
+
+def _column_names(value: Any, name: str) -> list[str]:
+    """``y`` / ``sample_weight`` as a list of column names."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Sequence) and value and all(isinstance(v, str) for v in value):
+        return list(value)
+    what = "a column name, or a list of names" if name != "sample_weight" else "a column name"
+    raise TypeError(f"{name} must name column(s) of the Parquet data ({what}), got {type(value).__name__} {value!r}")
+
+
+def open_dataset(X: Any, y: Any, sample_weight: Any = None) -> outofcore.Dataset:
+    """The ``outofcore.Dataset`` of Parquet data ``X`` (see ``is_parquet``) with target column(s) ``y`` and the
+    optional weight column ``sample_weight``; checks the columns and dtypes, reads only the files' footers."""
+    features = None
+    if isinstance(X, Parquet):
+        X, features = X.source, X.features
+    if y is None:
+        raise ValueError("LinearRegressor requires y: with Parquet data, y names the target column (y='target')")
+    targets = _column_names(y, "y")
+    weight = _column_names(sample_weight, "sample_weight") if sample_weight is not None else []
+    if len(weight) > 1:
+        raise ValueError(f"sample_weight must name one column, got {weight}")
+    files = ParquetFiles(X)
+    names = files.schema.names
+    for column, role in [(c, "y") for c in targets] + [(c, "sample_weight") for c in weight]:
+        if column not in names:
+            raise ValueError(f"{role}: no column {column!r} in {files.description}; its columns are {', '.join(names)}")
+    if len(set(targets + weight)) != len(targets) + len(weight):
+        raise ValueError(f"the target column(s) {targets} and the weight column {weight} must be distinct")
+    if features is None:
+        features = [c for c in names if c not in targets and c not in weight]
+    else:
+        features = list(_column_names(list(features), "features")) if len(features) else []
+        missing = [c for c in features if c not in names]
+        if missing:
+            raise ValueError(f"features: no column(s) {', '.join(map(repr, missing))} in {files.description}; its "
+                             f"columns are {', '.join(names)}")
+        overlap = [c for c in features if c in targets or c in weight]
+        if overlap:
+            raise ValueError(f"features {overlap} are also the target or weight column")
+    if not features:
+        raise ValueError(f"{files.description} has no feature columns besides the target and weight "
+                         f"({', '.join(names)})")
+    X_rows = ParquetColumns(files, features, "X", one_d=False)
+    Y_rows = ParquetColumns(files, targets, "y", one_d=isinstance(y, str))
+    weights = ParquetColumns(files, weight, "sample_weight", one_d=True) if weight else None
+    if files.n_rows == 0:
+        raise ValueError(f"{files.description} is empty: 0 rows (X would have shape (0, {len(features)})) while a "
+                         "minimum of 1 is required")
+    dataset = outofcore.Dataset(
+        X_rows, Y_rows, weights,
+        np.promote_types(outofcore._compute_dtype(X_rows.dtype, "X"), outofcore._compute_dtype(Y_rows.dtype, "y")),
+        isinstance(y, str), feature_names=np.asarray(features, dtype=object))
+    if weights is not None:
+        outofcore._compute_dtype(weights.dtype, "sample_weight")
+    return dataset
+
