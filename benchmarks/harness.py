@@ -122,7 +122,8 @@ def cases(quick: bool = False) -> list[Case]:
     if quick:
         sweep = [Case("W2", n, 32, 1, "float32") for n in (1_000, 10_000, 100_000)]
         sweep += [Case("W2", 100_000, 5, 1, "float32"), Case("W2", 100_000, 32, 8, "float32"),
-                  Case("W2", 100_000, 32, 1, "float64")]
+                  Case("W2", 100_000, 32, 1, "float64"), Case("W2", 10_000, 128, 1, "float32"),
+                  Case("W2", 20_000, 256, 16, "float32"), Case("W2", 20_000, 256, 1, "float64")]
         return [W1_CASE, *sweep, Case("W3", 100_000, 32, 1, "float32"), Case("W4", 100_000, 64, 8, "float32"),
                 Case("W5", 100_000, 32, 1, "float64"), Case("W6", 100_000, 32, 1, "float64")]
     sweep = [Case("W2", n, f, 1, "float32") for f in (5, 32, 128) for n in (1_000, 10_000, 100_000, 1_000_000)]
@@ -130,6 +131,9 @@ def cases(quick: bool = False) -> list[Case]:
     sweep += [W2_TARGET]
     sweep += [Case("W2", 1_000_000, f, o, d) for f in (5, 32, 128) for o in (1, 8) for d in ("float32", "float64")
               if (o, d) != (1, "float32")]
+    # Issue 15's widths: 256 features (half a million rows: 512 MiB of float32), 16 outputs, both dtypes.
+    sweep += [Case("W2", 500_000, 256, o, d) for o in (1, 16) for d in ("float32", "float64")]
+    sweep += [Case("W2", 1_000_000, 32, 16, d) for d in ("float32", "float64")]
     batches = [Case("W3", W3_CASE.n_samples, 32, 1, "float32", batch) for batch in OTHER_BATCHES]
     return [W1_CASE, *sweep, W3_CASE, *batches, W4_CASE, W5_CASE, W5_FLOAT32, W6_CASE]
 
@@ -833,6 +837,30 @@ WARM_START_GOAL_S = 0.3
 COMPILE_START_GOAL_S = 5.0
 
 
+#: Issue 15's bandwidth targets besides W2_TARGET: (case, fraction of the read bandwidth).
+WIDE_TARGETS = [(Case("W2", 1_000_000, 128, 1, "float32"), 0.8), (Case("W2", 1_000_000, 32, 1, "float64"), 0.8)]
+#: Issue 15's cache-resident cases: no slower than the best of torch and NumPy.
+SMALL_TARGETS = [Case("W2", 10_000, 128, 1, "float32"), Case("W2", 100_000, 128, 1, "float32")]
+#: The peers of the streaming workloads (W2, W4): what linreg-cpu must beat in every case.
+EPOCH_PEERS = ("torch-seed", "torch-sgd", "numpy")
+
+
+def _best_peer(results: list[Result], case: Case) -> Result | None:
+    """The fastest of torch (both providers) and NumPy on ``case`` in this run."""
+    peers = [r for r in (_find(results, case, p) for p in EPOCH_PEERS) if r is not None]
+    return min(peers, key=lambda r: r.min_s) if peers else None
+
+
+def _worst_vs_best_peer(results: list[Result]) -> tuple[float, str, str] | None:
+    """(ratio, case, peer) of the streaming case where linreg-cpu is least ahead of its best peer."""
+    worst = None
+    for case in dict.fromkeys(r.case for r in results if r.case.workload in STREAMING):
+        ours, peer = _find(results, case, "linreg-cpu"), _best_peer(results, case)
+        if ours and peer and (worst is None or peer.min_s / ours.min_s < worst[0]):
+            worst = (peer.min_s / ours.min_s, case.label, peer.provider)
+    return worst
+
+
 def targets(results: list[Result], roofline: float, cold: dict[str, Any] | None) -> list[dict[str, Any]]:
     """Issue 5's targets, each with the measured value and met / missed (None: not measured in this run)."""
     rows = []
@@ -847,6 +875,18 @@ def targets(results: list[Result], roofline: float, cold: dict[str, Any] | None)
     add("W2 2e6x32 f32 epoch, fraction of read bandwidth",
         None if ours is None else W2_TARGET.nbytes / ours.min_s / 1e9 / roofline, 0.85, "of roofline")
     add("W2 2e6x32 f32 epoch vs torch seed loop", _ratio(results, W2_TARGET, "torch-seed"), 6, "x")
+    for case, goal in WIDE_TARGETS:
+        ours = _find(results, case, "linreg-cpu")
+        add(f"W2 {case.n_samples:,}x{case.n_features}->{case.n_outputs} {case.dtype} epoch, fraction of read "
+            "bandwidth", None if ours is None else case.nbytes / ours.min_s / 1e9 / roofline, goal, "of roofline")
+    for case in SMALL_TARGETS:
+        peer = _best_peer(results, case)
+        add(f"W2 {case.n_samples:,}x{case.n_features} f32 epoch vs the best of torch and NumPy",
+            None if peer is None else _ratio(results, case, peer.provider), 1, "x",
+            note="" if peer is None else f"best peer: {peer.provider}")
+    worst = _worst_vs_best_peer(results)
+    add("W2/W4 sweep: slowest case vs the best of torch and NumPy", None if worst is None else worst[0], 1, "x",
+        note="" if worst is None else f"{worst[1]} (vs {worst[2]})")
     add("W3 mini-batch epoch vs torch", _ratio(results, W3_CASE, "torch-seed"), 50, "x")
     add("W4 multi-output epoch vs torch", _ratio(results, W4_CASE, "torch-seed"), 4, "x")
     add("W5 exact solve vs scikit-learn", _ratio(results, W5_CASE, "sklearn"), 10, "x")
@@ -936,6 +976,7 @@ def _plots(out: Path, results: list[Result], roofline: float) -> dict[str, Path]
             paths[name] = out / f"{name}.png"
             figure.savefig(paths[name], dpi=110)
             plt.close(figure)
+    paths.update(_width_plot(out, results, roofline, plt))
     # Speedup over the seeds' torch loop (W5: over scikit-learn), on the target cases when they ran.
     labels, series = [], {p: [] for p in PROVIDERS if p != "torch-seed"}
     shown = list(dict.fromkeys(r.case for r in results))
@@ -970,6 +1011,40 @@ def _plots(out: Path, results: list[Result], roofline: float) -> dict[str, Path]
     return paths
 
 
+def _width_plot(out: Path, results: list[Result], roofline: float, plt) -> dict[str, Path]:
+    """Fraction of the roofline against n_features, one panel per (dtype, n_outputs), one line per provider:
+    at each width the case with the most rows (the one that streams from memory)."""
+    streaming = [r for r in results if r.case.workload in STREAMING and r.status == "ok"]
+    groups = sorted({(r.case.dtype, r.case.n_outputs) for r in streaming})
+    if not groups:
+        return {}
+    figure, axes = plt.subplots(1, len(groups), figsize=(3.8 * len(groups), 3.6), squeeze=False)
+    for ax, (dtype, n_outputs) in zip(axes[0], groups, strict=True):
+        group = [r for r in streaming if (r.case.dtype, r.case.n_outputs) == (dtype, n_outputs)]
+        largest = {}
+        for r in group:
+            n = largest.get(r.case.n_features, 0)
+            largest[r.case.n_features] = max(n, r.case.n_samples)
+        for provider in [p for p in PROVIDERS if any(r.provider == p for r in group)]:
+            points = sorted((r.case.n_features, r.case.nbytes / r.min_s / 1e9 / roofline) for r in group
+                            if r.provider == provider and r.case.n_samples == largest[r.case.n_features])
+            if points:
+                ax.plot([p[0] for p in points], [p[1] for p in points], "o-", label=provider)
+        ax.axhline(1.0, color="black", linestyle="--", linewidth=0.8)
+        ax.set(xscale="log", xlabel="n_features", title=f"{dtype}, {n_outputs} output{'s' if n_outputs > 1 else ''}")
+        widths = sorted(largest)
+        ax.set_xticks(widths, [str(w) for w in widths])
+        ax.minorticks_off()
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].set_ylabel(f"fraction of the read bandwidth ({roofline:.1f} GB/s)")
+    axes[0][-1].legend(fontsize=7)
+    figure.tight_layout()
+    path = out / "roofline_by_width.png"
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return {"roofline_by_width": path}
+
+
 def _fmt_time(seconds: float) -> str:
     if seconds >= 1:
         return f"{seconds:.2f} s"
@@ -995,6 +1070,34 @@ def _fmt_target(row: dict[str, Any]) -> str:
         f"< {row['goal']} passes" if row["unit"] == "passes" else f">= {row['goal']}x")
     verdict = {True: "met", False: "**missed**", None: "n/a"}[row["met"]]
     return f"| {row['target']} | {goal} | {shown} | {verdict} | {row['note']} |"
+
+
+def _streaming_summary(results: list[Result], roofline: float) -> list[str]:
+    """W2/W4, one row per case: linreg-cpu's time, GB/s, fraction of the roofline and its ratio to each peer
+    (the peer's time over ours: above 1, linreg is faster), and to the best of them."""
+    cases_run = list(dict.fromkeys(r.case for r in results if r.case.workload in STREAMING))
+    rows = []
+    for case in cases_run:
+        ours = _find(results, case, "linreg-cpu")
+        if ours is None:
+            continue
+        gbs = case.nbytes / ours.min_s / 1e9
+        ratios = []
+        for peer in EPOCH_PEERS:
+            r = _find(results, case, peer)
+            ratios.append(f"{r.min_s / ours.min_s:.2f}x" if r else "")
+        best = _best_peer(results, case)
+        ratio = best.min_s / ours.min_s if best else None
+        shown = "" if ratio is None else (f"{ratio:.2f}x" if ratio >= 1 else f"**{ratio:.2f}x**")
+        rows.append(f"| {case.label} | {_fmt_time(ours.min_s)} | {gbs:.1f} | {gbs / roofline:.0%} | "
+                    + " | ".join(ratios) + f" | {shown} |")
+    if not rows:
+        return []
+    return ["## W2/W4: linreg-cpu per case against the roofline and each peer", "",
+            f"Ratios are the peer's best time over linreg's (above 1: linreg is faster); the roofline is the read "
+            f"bandwidth above ({roofline:.1f} GB/s). Cache-resident sizes can exceed it.", "",
+            "| case | linreg time / epoch | GB/s | of roofline | " + " | ".join(f"vs {p}" for p in EPOCH_PEERS)
+            + " | vs best peer |", "|---|---|---|---|" + "---|" * len(EPOCH_PEERS) + "---|", *rows, ""]
 
 
 def _markdown(results, bandwidth, info, cold, goals, quick, paths) -> str:
@@ -1050,9 +1153,11 @@ def _markdown(results, bandwidth, info, cold, goals, quick, paths) -> str:
                          f"| {r.case.label} | {r.provider} | {_fmt_time(r.min_s)} ({r.case.unit}) | | | {speed} | "
                          f"{r.note} |")
         lines.append("")
+    lines += _streaming_summary(results, bandwidth["GB/s"])
     lines += ["## Plots", ""]
     for key, title in (("time_per_epoch", "Time per epoch vs n_samples"),
                        ("bandwidth", "Achieved GB/s against the read-bandwidth roofline"),
+                       ("roofline_by_width", "Fraction of the roofline against the number of features"),
                        ("speedup", "Speedup over the seeds' torch loop")):
         if key in paths:
             lines += [f"![{title}]({paths[key].name})", ""]

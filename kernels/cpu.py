@@ -27,8 +27,15 @@ Parallel strategy and why it is deterministic and race-free:
 * The partials are combined afterwards by one thread in chunk order 0, 1, ...,
   so the floating-point summation order is fixed: results are bit-identical
   for 1, 2 or 64 threads.
-* All accumulation is in float64 whatever the input dtype, so float32 data
-  keeps float64 accuracy in the loss and gradients at large n_samples.
+* Residuals, the loss and db are accumulated in float64 whatever the input
+  dtype (exact products of float32 values, float64 sums: near the optimum the
+  residual is a small difference of large predictions). The tiled kernel
+  (``_tiled_rows``, wide or multi-output data) forms the gradient's products
+  and partial sums over a block of _TILE_ROWS rows in X's dtype and adds each
+  block's partial into float64: the accuracy contract (DESIGN.md section 1:
+  float32 within 1e-6 of float64 at 10,000,000 rows, 1e-5 near seed 000's
+  optimum; measured ~5e-8, the rounding of dW to float32) at twice the
+  vector width. The other kernels accumulate everything in float64.
 * Small problems (``n_samples * n_features * n_outputs < PARALLEL_MIN_WORK``)
   walk the same chunks in a plain loop: a parallel-region launch costs ~2 us on
   the omp/tbb threading layers but ~100 us on workqueue, more than a whole
@@ -55,6 +62,7 @@ __all__ = [
     "CHUNK_ROWS",
     "MAX_CHUNKS",
     "PARALLEL_MIN_WORK",
+    "TILED",
     "Workspace",
     "chunking",
     "gd",
@@ -69,9 +77,11 @@ __all__ = [
     "use_transposed",
 ]
 
-#: Rows per chunk when n_samples is small enough that MAX_CHUNKS is not reached.
-#: 4096 rows x 32 float32 features is 512 KiB: a chunk streams through L2.
-CHUNK_ROWS = 4096
+#: Rows per chunk when n_samples is small enough that MAX_CHUNKS is not reached. Small enough that
+#: cache-resident problems (10,000 rows: 10 chunks) split evenly over the threads: prange hands each
+#: thread one contiguous range of chunks, and 3 chunks of 4096 rows over 2 threads ran 8192 rows on one
+#: (issue 15; benchmarks/README.md item 32). Large problems reach MAX_CHUNKS and take larger chunks.
+CHUNK_ROWS = 1024
 #: Upper bound on the number of chunks, so the partial buffers stay small
 #: (MAX_CHUNKS * n_outputs * n_features float64) at any n_samples.
 MAX_CHUNKS = 256
@@ -96,6 +106,17 @@ _TRANSPOSE_MAX_ELEMENTS = 1 << 17
 #: The blocked kernel prefetches X only when X is larger than this (it then streams from memory;
 #: smaller data sits in the last-level cache, where the prefetch instructions only cost time).
 _PREFETCH_MIN_BYTES = 64 << 20
+#: The tiled kernel's float32 partial gradient sums cover this many rows, then are added into float64
+#: (the accuracy contract: short float32 partial sums, benchmarks/README.md item 27).
+_TILE_ROWS = 32
+#: The tiled kernel prefetches X this many bytes ahead of the 4 rows it computes (item 30).
+_PREFETCH_AHEAD_BYTES = 8192
+#: ... when X is larger than this: half the 32 MiB last-level cache that other processes share
+#: (one thread, 100,000x32: float64, 24 MiB, 0.81 ms prefetched against 1.48; float32, 12 MiB,
+#: 0.65 against 0.55 ms: from the cache the prefetches only cost).
+_TILED_PREFETCH_MIN_BYTES = 16 << 20
+#: ``kernel_variant``'s value for the tiled kernel (``_tiled_rows``): by its type, a tuple of one integer.
+TILED = (0,)
 
 
 def chunking(n_samples: int, chunk_rows: int | None = None, max_chunks: int | None = None) -> tuple[int, int]:
@@ -162,20 +183,27 @@ def _loss_grad_rows(X, Y, W, b, start, stop, residual, dW_part, db_part, variant
     ``variant`` (``kernel_variant``) picks the kernel by its *type*, at compile time, so a
     compiled caller reaches only its own variant's kernel: a tuple of n_features float64
     zeros (one output, C-contiguous X and Y) the kernel specialised on n_features,
-    ``()`` the blocked kernel. ``residual`` is float64 scratch: of
-    ``_scratch_size(n_features, n_outputs)`` elements the blocked kernel uses it,
-    smaller it allocates its own (any length works).
+    ``TILED`` (an integer tuple) the tiled kernel (C-contiguous X and Y), ``()`` the
+    blocked kernel (any layout).
+    ``residual`` is float64 scratch: of ``_scratch_size(n_features, n_outputs)`` elements
+    the blocked and tiled kernels use it, smaller they allocate their own (any length works).
     """
     raise NotImplementedError("compiled code only")
 
 
 @overload(_loss_grad_rows)
 def _loss_grad_rows_overload(X, Y, W, b, start, stop, residual, dW_part, db_part, variant):
-    specialised = isinstance(variant, types.UniTuple) and variant.count > 0
-    if specialised and X.layout == "C" and Y.layout == "C":
+    contiguous = X.layout == "C" and Y.layout == "C"
+    specialised = isinstance(variant, types.UniTuple) and variant.count > 0 and isinstance(variant.dtype, types.Float)
+    if specialised and contiguous:
         def specialised_rows(X, Y, W, b, start, stop, residual, dW_part, db_part, variant):
             return _fixed_rows(X.reshape(-1), Y.reshape(-1), W, b, start, stop, dW_part, db_part, variant)
         return specialised_rows
+    tiled = isinstance(variant, types.UniTuple) and isinstance(variant.dtype, types.Integer)
+    if tiled and contiguous:
+        def tiled_rows(X, Y, W, b, start, stop, residual, dW_part, db_part, variant):
+            return _tiled_rows(X, Y, W, b, start, stop, residual, dW_part, db_part)
+        return tiled_rows
 
     def blocked_rows(X, Y, W, b, start, stop, residual, dW_part, db_part, variant):
         return _blocked_rows(X, Y, W, b, start, stop, residual, dW_part, db_part)
@@ -337,6 +365,239 @@ def _blocked_rows(X, Y, W, b, start, stop, scratch, dW_part, db_part):
                 for f in range(n_features):
                     g[f] += r0 * x0[f]
                 k += 1
+    return total
+
+
+def _cast_like(value, array):
+    """``value`` converted to ``array``'s dtype (compiled code only)."""
+    raise NotImplementedError("compiled code only")
+
+
+@overload(_cast_like)
+def _cast_like_overload(value, array):
+    dtype = array.dtype
+    return lambda value, array: dtype(value)
+
+
+@njit(cache=True, fastmath=_FASTMATH)
+def _tiled_rows(X, Y, W, b, start, stop, scratch, dW_part, db_part):
+    """_tiled_rows_with, prefetching when X streams from memory (larger than _TILED_PREFETCH_MIN_BYTES).
+
+    Decided here, at run time, rather than by a variant chosen in Python, so that a fit's warm-up on
+    a few rows (``linreg.compilation``) compiles what the real fit runs; and in one copy of the loops:
+    a second copy without the prefetch checks was ~15% faster on cached data at 32 features (5% at
+    128) but doubled the kernel's compile time (benchmarks/README.md item 30).
+    """
+    prefetch = X.size * X.itemsize > _TILED_PREFETCH_MIN_BYTES
+    return _tiled_rows_with(X, Y, W, b, start, stop, scratch, dW_part, db_part, prefetch)
+
+
+@njit(inline="always", fastmath=_FASTMATH)
+def _tiled_rows_with(X, Y, W, b, start, stop, scratch, dW_part, db_part, prefetch):
+    """_loss_grad_rows for C-contiguous X and Y, any n_features and n_outputs, float32 or float64 (issue 15).
+
+    Per block of _TILE_ROWS rows:
+
+    * residuals R = X W^T + b - Y in float64 (exact products of the float32 values, float64
+      sums: the residual is where cancellation happens near the optimum), in register tiles
+      of 4 rows x 2 outputs (8 independent accumulators, each element of X loaded and
+      converted once per 2 outputs), each float32 element converted as it is used: no
+      float64 copy of the block;
+    * loss and db from the float64 residuals;
+    * the gradient R^T X in X's dtype: the residual rounded to it, products and a partial
+      sum over the block's rows in float32 (16 lanes per vector, no conversion), 4 rows per
+      load and store of the partial row; the partial is then added into the float64
+      ``dW_part``. A block's rows are in L1/L2 for this second pass.
+
+    With ``prefetch``, while the first output pair computes, X is prefetched
+    _PREFETCH_AHEAD_BYTES ahead, the lines of 4 rows per 4 rows (inlined: the benchmark
+    variants call it with a constant). ``scratch``: float64, ``_scratch_size`` long or more (the weights in
+    float64 and the block's residuals), else allocated here.
+    """
+    n_outputs, n_features = W.shape
+    rows = _TILE_ROWS
+    need = n_outputs * n_features + rows * n_outputs
+    buf = scratch[:need] if scratch.shape[0] >= need else np.empty(need)
+    w64 = buf[:n_outputs * n_features]
+    rb = buf[n_outputs * n_features:need]
+    for o in range(n_outputs):
+        db_part[o] = 0.0
+        for f in range(n_features):
+            dW_part[o, f] = 0.0
+            w64[o * n_features + f] = W[o, f]
+    x = X.reshape(-1)
+    partial = np.zeros(n_outputs * n_features, X.dtype)
+    line = 64 // x.itemsize  # elements per cache line
+    ahead = _PREFETCH_AHEAD_BYTES // x.itemsize
+    reach = x.shape[0] if prefetch else 0  # 0: no prefetch
+    pairs = n_outputs // 2
+    total = 0.0
+    for i0 in range(start, stop, rows):
+        m = min(rows, stop - i0)
+        base = i0 * n_features
+        for p in range(pairs):
+            o = 2 * p
+            wa = w64[o * n_features:(o + 1) * n_features]
+            wb = w64[(o + 1) * n_features:(o + 2) * n_features]
+            ba = np.float64(b[o])
+            bb = np.float64(b[o + 1])
+            k = 0
+            while k + 4 <= m:
+                if prefetch and p == 0:
+                    first = base + k * n_features + ahead
+                    for j in range(first, min(first + 4 * n_features, reach), line):
+                        _prefetch(x, j)
+                x0 = x[base + k * n_features:base + (k + 1) * n_features]
+                x1 = x[base + (k + 1) * n_features:base + (k + 2) * n_features]
+                x2 = x[base + (k + 2) * n_features:base + (k + 3) * n_features]
+                x3 = x[base + (k + 3) * n_features:base + (k + 4) * n_features]
+                a0 = ba - np.float64(Y[i0 + k, o])
+                a1 = ba - np.float64(Y[i0 + k + 1, o])
+                a2 = ba - np.float64(Y[i0 + k + 2, o])
+                a3 = ba - np.float64(Y[i0 + k + 3, o])
+                c0 = bb - np.float64(Y[i0 + k, o + 1])
+                c1 = bb - np.float64(Y[i0 + k + 1, o + 1])
+                c2 = bb - np.float64(Y[i0 + k + 2, o + 1])
+                c3 = bb - np.float64(Y[i0 + k + 3, o + 1])
+                for f in range(n_features):
+                    v0 = np.float64(x0[f])
+                    v1 = np.float64(x1[f])
+                    v2 = np.float64(x2[f])
+                    v3 = np.float64(x3[f])
+                    waf = wa[f]
+                    wbf = wb[f]
+                    a0 += v0 * waf
+                    a1 += v1 * waf
+                    a2 += v2 * waf
+                    a3 += v3 * waf
+                    c0 += v0 * wbf
+                    c1 += v1 * wbf
+                    c2 += v2 * wbf
+                    c3 += v3 * wbf
+                rb[k * n_outputs + o] = a0
+                rb[(k + 1) * n_outputs + o] = a1
+                rb[(k + 2) * n_outputs + o] = a2
+                rb[(k + 3) * n_outputs + o] = a3
+                rb[k * n_outputs + o + 1] = c0
+                rb[(k + 1) * n_outputs + o + 1] = c1
+                rb[(k + 2) * n_outputs + o + 1] = c2
+                rb[(k + 3) * n_outputs + o + 1] = c3
+                k += 4
+            while k < m:
+                x0 = x[base + k * n_features:base + (k + 1) * n_features]
+                a0 = ba - np.float64(Y[i0 + k, o])
+                c0 = bb - np.float64(Y[i0 + k, o + 1])
+                for f in range(n_features):
+                    v0 = np.float64(x0[f])
+                    a0 += v0 * wa[f]
+                    c0 += v0 * wb[f]
+                rb[k * n_outputs + o] = a0
+                rb[k * n_outputs + o + 1] = c0
+                k += 1
+        if n_outputs % 2:  # the last, unpaired output: 4 rows x 1 output tiles
+            o = n_outputs - 1
+            wo = w64[o * n_features:(o + 1) * n_features]
+            bo = np.float64(b[o])
+            k = 0
+            while k + 4 <= m:
+                if prefetch and o == 0:
+                    first = base + k * n_features + ahead
+                    for j in range(first, min(first + 4 * n_features, reach), line):
+                        _prefetch(x, j)
+                x0 = x[base + k * n_features:base + (k + 1) * n_features]
+                x1 = x[base + (k + 1) * n_features:base + (k + 2) * n_features]
+                x2 = x[base + (k + 2) * n_features:base + (k + 3) * n_features]
+                x3 = x[base + (k + 3) * n_features:base + (k + 4) * n_features]
+                a0 = bo - np.float64(Y[i0 + k, o])
+                a1 = bo - np.float64(Y[i0 + k + 1, o])
+                a2 = bo - np.float64(Y[i0 + k + 2, o])
+                a3 = bo - np.float64(Y[i0 + k + 3, o])
+                for f in range(n_features):
+                    wf = wo[f]
+                    a0 += np.float64(x0[f]) * wf
+                    a1 += np.float64(x1[f]) * wf
+                    a2 += np.float64(x2[f]) * wf
+                    a3 += np.float64(x3[f]) * wf
+                rb[k * n_outputs + o] = a0
+                rb[(k + 1) * n_outputs + o] = a1
+                rb[(k + 2) * n_outputs + o] = a2
+                rb[(k + 3) * n_outputs + o] = a3
+                k += 4
+            while k < m:
+                x0 = x[base + k * n_features:base + (k + 1) * n_features]
+                a0 = bo - np.float64(Y[i0 + k, o])
+                for f in range(n_features):
+                    a0 += np.float64(x0[f]) * wo[f]
+                rb[k * n_outputs + o] = a0
+                k += 1
+        for o in range(n_outputs):
+            squares = 0.0
+            sums = 0.0
+            for k in range(m):
+                r = rb[k * n_outputs + o]
+                squares += r * r
+                sums += r
+            total += squares
+            db_part[o] += sums
+        for p in range(pairs):
+            o = 2 * p
+            ga = partial[o * n_features:(o + 1) * n_features]
+            gb = partial[(o + 1) * n_features:(o + 2) * n_features]
+            k = 0
+            while k + 4 <= m:
+                r0 = _cast_like(rb[k * n_outputs + o], x)
+                r1 = _cast_like(rb[(k + 1) * n_outputs + o], x)
+                r2 = _cast_like(rb[(k + 2) * n_outputs + o], x)
+                r3 = _cast_like(rb[(k + 3) * n_outputs + o], x)
+                s0 = _cast_like(rb[k * n_outputs + o + 1], x)
+                s1 = _cast_like(rb[(k + 1) * n_outputs + o + 1], x)
+                s2 = _cast_like(rb[(k + 2) * n_outputs + o + 1], x)
+                s3 = _cast_like(rb[(k + 3) * n_outputs + o + 1], x)
+                x0 = x[base + k * n_features:base + (k + 1) * n_features]
+                x1 = x[base + (k + 1) * n_features:base + (k + 2) * n_features]
+                x2 = x[base + (k + 2) * n_features:base + (k + 3) * n_features]
+                x3 = x[base + (k + 3) * n_features:base + (k + 4) * n_features]
+                for f in range(n_features):
+                    ga[f] += (r0 * x0[f] + r1 * x1[f]) + (r2 * x2[f] + r3 * x3[f])
+                    gb[f] += (s0 * x0[f] + s1 * x1[f]) + (s2 * x2[f] + s3 * x3[f])
+                k += 4
+            while k < m:
+                r0 = _cast_like(rb[k * n_outputs + o], x)
+                s0 = _cast_like(rb[k * n_outputs + o + 1], x)
+                x0 = x[base + k * n_features:base + (k + 1) * n_features]
+                for f in range(n_features):
+                    ga[f] += r0 * x0[f]
+                    gb[f] += s0 * x0[f]
+                k += 1
+        if n_outputs % 2:
+            o = n_outputs - 1
+            g = partial[o * n_features:(o + 1) * n_features]
+            k = 0
+            while k + 4 <= m:
+                r0 = _cast_like(rb[k * n_outputs + o], x)
+                r1 = _cast_like(rb[(k + 1) * n_outputs + o], x)
+                r2 = _cast_like(rb[(k + 2) * n_outputs + o], x)
+                r3 = _cast_like(rb[(k + 3) * n_outputs + o], x)
+                x0 = x[base + k * n_features:base + (k + 1) * n_features]
+                x1 = x[base + (k + 1) * n_features:base + (k + 2) * n_features]
+                x2 = x[base + (k + 2) * n_features:base + (k + 3) * n_features]
+                x3 = x[base + (k + 3) * n_features:base + (k + 4) * n_features]
+                for f in range(n_features):
+                    g[f] += (r0 * x0[f] + r1 * x1[f]) + (r2 * x2[f] + r3 * x3[f])
+                k += 4
+            while k < m:
+                r0 = _cast_like(rb[k * n_outputs + o], x)
+                x0 = x[base + k * n_features:base + (k + 1) * n_features]
+                for f in range(n_features):
+                    g[f] += r0 * x0[f]
+                k += 1
+        # Flush: the block's partial sums into float64, one output row at a time (no index division).
+        for o in range(n_outputs):
+            g = partial[o * n_features:(o + 1) * n_features]
+            d = dW_part[o]
+            for f in range(n_features):
+                d[f] += g[f]
+                g[f] = 0
     return total
 
 
@@ -600,13 +861,17 @@ def kernel_variant(X: np.ndarray, Y: np.ndarray) -> tuple:
     """The row kernel a full-batch pass over (X, Y) uses, as the value whose type selects it.
 
     A tuple of n_features float64 zeros: the kernel specialised on n_features (one
-    output, at most _MAX_FIXED_FEATURES features, C-contiguous X and Y); ``()``: the
-    blocked kernel, any shape and layout. Chosen here, in Python, so that each
-    compiled entry point (``_loss_grad``, ``_gd_epochs``) compiles only this variant.
+    output, at most _MAX_FIXED_FEATURES features, C-contiguous X and Y); ``TILED``: the
+    tiled kernel (``_tiled_rows``: any other shape, C-contiguous X and Y); ``()``: the
+    blocked kernel, any layout. Chosen here, in Python,
+    so that each compiled entry point (``_loss_grad``, ``_gd_epochs``) compiles only this variant.
     """
     n_features, n_outputs = X.shape[1], Y.shape[1]
-    if n_outputs == 1 and n_features <= _MAX_FIXED_FEATURES and X.flags.c_contiguous and Y.flags.c_contiguous:
+    contiguous = X.flags.c_contiguous and Y.flags.c_contiguous
+    if n_outputs == 1 and n_features <= _MAX_FIXED_FEATURES and contiguous:
         return (0.0,) * n_features
+    if contiguous:
+        return TILED
     return ()
 
 

@@ -122,7 +122,9 @@ def test_every_input_kind_gives_the_csr_fit(kind):
         converted = getattr(sp, kind)(X)
     before = converted.copy()
     got, expected = fit_both(converted, y, epochs=30)
-    assert_same_fit(got, expected, 1e-10)
+    # float32 ("integer data" with float32 y): the dense fit's tiled kernel sums the gradient in short
+    # float32 partials (issue 15's accuracy contract, 1e-6), so the two fits agree to float32 rounding only.
+    assert_same_fit(got, expected, 1e-10 if got.coef_.dtype == np.float64 else 1e-6)
     if kind == "integer data":  # as dense integer data (with float32 y): float32
         assert got.coef_.dtype == np.float32
     np.testing.assert_allclose(got.predict(converted), expected.predict(X.toarray()), rtol=1e-6, atol=1e-6)

@@ -27,7 +27,7 @@ def written(tmp_path_factory):
 
 def test_writes_markdown_json_and_plots(written):
     out, paths = written
-    for name in ("report.md", "results.json", "time_per_epoch.png", "bandwidth.png"):
+    for name in ("report.md", "results.json", "time_per_epoch.png", "bandwidth.png", "roofline_by_width.png"):
         assert (out / name).is_file(), name
     for png in out.glob("*.png"):
         assert png.read_bytes()[:8] == PNG_MAGIC
@@ -55,8 +55,11 @@ def test_markdown_has_device_targets_tables_and_plots(written):
     out, _ = written
     text = (out / "report.md").read_text()
     for needle in ("CPU:", "GPU:", "threading layer", "Read bandwidth", "## Targets", "### W1", "### W2",
-                   "linreg-cpu", "![", "bandwidth.png"):
+                   "linreg-cpu", "![", "bandwidth.png", "roofline_by_width.png",
+                   "## W2/W4: linreg-cpu per case", "| vs numpy |"):
         assert needle in text, needle
+    summary = text.split("## W2/W4: linreg-cpu per case")[1].split("##")[0]
+    assert "W2 20000x32->1 float32" in summary and "W4 5000x64->8 float32" in summary  # one row per case
 
 
 def test_quick_cases_are_small_and_cover_every_workload():
@@ -71,7 +74,11 @@ def test_cases_cover_the_issue_workloads():
     assert report.W2_TARGET in full and report.W1_CASE in full
     sweep = [c for c in full if c.workload == "W2"]
     assert min(c.n_samples for c in sweep) == 1_000 and max(c.n_samples for c in sweep) == 4_000_000
-    assert {c.n_features for c in sweep} == {5, 32, 128} and {c.n_outputs for c in sweep} == {1, 8}
+    assert {c.n_features for c in sweep} == {5, 32, 128, 256} and {c.n_outputs for c in sweep} == {1, 8, 16}
+    for case, _ in report.WIDE_TARGETS:
+        assert case in full, case.label
+    for case in report.SMALL_TARGETS:
+        assert case in full, case.label
     assert {c.dtype for c in sweep} == {"float32", "float64"}
 
 
