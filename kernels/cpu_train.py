@@ -115,6 +115,7 @@ def epoch_order(seed: int, epoch: int, n_samples: int, rows: np.ndarray | None =
 # operations, ~10 ns each here), which made the calls of a step cost ~1.5 us against ~0.1 us of work for a
 # batch of 32 rows. The row kernel itself stays a call: inlined into the loop it compiled to slower code.
 _copy_params = njit(cache=True, inline="always")(cpu.copy_params.py_func)
+_combine = njit(cache=True, inline="always")(cpu._combine.py_func)
 
 
 @njit(cache=True, inline="always")
@@ -133,22 +134,7 @@ def _batch_result(dW, db, dW_parts, db_parts, loss_parts, weight_parts, n_chunks
                 dW[o, f] = 0.0
         return 0.0, 0.0
     # The weighted mean is the plain combine with n_samples replaced by the weight sum.
-    n_elements = n_outputs * weight_total
-    grad_scale = 2.0 / n_elements
-    total = 0.0
-    for c in range(n_chunks):
-        total += loss_parts[c]
-    for o in range(n_outputs):
-        acc = 0.0
-        for c in range(n_chunks):
-            acc += db_parts[c, o]
-        db[o] = grad_scale * acc
-        for f in range(dW.shape[1]):
-            acc = 0.0
-            for c in range(n_chunks):
-                acc += dW_parts[c, o, f]
-            dW[o, f] = grad_scale * acc
-    return total / n_elements, weight_total
+    return _combine(dW, db, dW_parts, db_parts, loss_parts, n_chunks, n_outputs * weight_total), weight_total
 
 
 @njit(parallel=True, cache=True)
