@@ -1,9 +1,13 @@
 """Reference computations shared by the tests: NumPy in float64, written once; and multi-process launch helpers."""
 
+import json
 import os
 import socket
+import subprocess
+import sys
 
 import numpy as np
+import pytest
 
 LAUNCH_TIMEOUT = 120  # seconds for any launch to finish (imports included): a hang fails the test, never the CI
 
@@ -84,3 +88,49 @@ def minibatches(order_of_epoch, batch_size):
         order = order_of_epoch(epoch)
         return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
     return batches
+
+
+def run_ranks(worker: str, config: str, world_size: int = 2) -> list:
+    """Run ``python worker config`` as ``world_size`` torch.distributed ranks on localhost; each rank's last
+    stdout line parsed as JSON (a failing rank fails the test with its stderr; a hang, after LAUNCH_TIMEOUT)."""
+    port = free_port()
+    processes = [subprocess.Popen([sys.executable, str(worker), str(config)], env=worker_env(rank, world_size, port),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for rank in range(world_size)]
+    outputs = []
+    try:
+        for process in processes:
+            stdout, stderr = process.communicate(timeout=LAUNCH_TIMEOUT)
+            assert process.returncode == 0, stderr
+            outputs.append(json.loads(stdout.strip().splitlines()[-1]))
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    return outputs
+
+
+def assert_same_fit(streamed, in_memory, rtol=1e-12):
+    """A streamed fit lands where the in-memory fit on the same numbers lands."""
+    assert streamed.n_iter_ == in_memory.n_iter_
+    assert streamed.stop_reason_ == in_memory.stop_reason_
+    np.testing.assert_allclose(streamed.loss_history_, in_memory.loss_history_, rtol=rtol)
+    for name in ("coef_", "intercept_"):
+        actual, expected = getattr(streamed, name), getattr(in_memory, name)
+        assert np.shape(actual) == np.shape(expected) and np.asarray(actual).dtype == np.asarray(expected).dtype
+        # Norm-wise: single entries may be near zero by cancellation.
+        assert np.abs(actual - expected).max() <= rtol * np.abs(expected).max(), name
+
+
+#: Full-batch option sets every streamed source is checked with against the in-memory fit.
+GD_OPTIONS = [
+    pytest.param({"epochs": 40, "lr": 0.01}, id="plain"),
+    pytest.param({"epochs": 40, "lr": 0.01, "momentum": 0.9, "nesterov": True}, id="nesterov"),
+    pytest.param({"epochs": 40, "lr": "auto", "standardize": True}, id="standardize-auto"),
+    pytest.param({"epochs": 30, "lr": 0.05, "optimizer": "adamw", "penalty": "elasticnet", "alpha": 0.01},
+                 id="adamw-elasticnet"),
+    pytest.param({"epochs": 30, "lr": 0.01, "schedule": "cosine", "penalty": "l2", "alpha": 0.1}, id="cosine-l2"),
+    pytest.param({"epochs": 300, "lr": 0.01, "tol": 1e-3}, id="tol"),
+    pytest.param({"epochs": 300, "lr": 0.02, "tol": 1e-3, "schedule": "adaptive"}, id="adaptive"),
+]

@@ -479,7 +479,7 @@ def test_two_ranks_give_the_single_process_inference(tmp_path, npy_files):
 
     if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
         pytest.skip("torch.distributed with gloo is not available")
-    from helpers import LAUNCH_TIMEOUT, free_port, worker_env
+    from helpers import run_ranks
 
     X, Y, weights, paths = npy_files
     chunk_bytes, shards = 16_000, [[0, 900], [900, X.shape[0]]]
@@ -488,20 +488,7 @@ def test_two_ranks_give_the_single_process_inference(tmp_path, npy_files):
                                   "shards": shards}))
     worker = tmp_path / "worker.py"
     worker.write_text(DISTRIBUTED_WORKER)
-    port = free_port()
-    processes = [subprocess.Popen([sys.executable, str(worker), str(config)], env=worker_env(rank, 2, port),
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
-    outputs = []
-    try:
-        for process in processes:
-            stdout, stderr = process.communicate(timeout=LAUNCH_TIMEOUT)
-            assert process.returncode == 0, stderr
-            outputs.append(json.loads(stdout.strip().splitlines()[-1]))
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+    outputs = run_ranks(worker, config)
     assert outputs[0] == outputs[1]  # every rank holds the same result, to the bit
     model = LinearRegressor(solver="normal").fit(X, Y, weights)
     for cov_type, ranks in outputs[0].items():

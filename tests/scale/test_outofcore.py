@@ -15,7 +15,7 @@ import warnings
 
 import numpy as np
 import pytest
-from helpers import torch_reference_fit
+from helpers import GD_OPTIONS, assert_same_fit, torch_reference_fit
 
 from linreg import DivergenceError, LinearRegressor, outofcore
 from linreg.kernels import cpu
@@ -46,29 +46,6 @@ def files(tmp_path_factory):
         paths[name] = directory / f"{name}.npy"
         np.save(paths[name], array)
     return arrays, paths
-
-
-def assert_same_fit(streamed, in_memory, rtol=1e-12):
-    assert streamed.n_iter_ == in_memory.n_iter_
-    assert streamed.stop_reason_ == in_memory.stop_reason_
-    np.testing.assert_allclose(streamed.loss_history_, in_memory.loss_history_, rtol=rtol)
-    for name in ("coef_", "intercept_"):
-        actual, expected = getattr(streamed, name), getattr(in_memory, name)
-        assert np.shape(actual) == np.shape(expected) and np.asarray(actual).dtype == np.asarray(expected).dtype
-        # Norm-wise: single entries may be near zero by cancellation.
-        assert np.abs(actual - expected).max() <= rtol * np.abs(expected).max(), name
-
-
-GD_OPTIONS = [
-    pytest.param({"epochs": 40, "lr": 0.01}, id="plain"),
-    pytest.param({"epochs": 40, "lr": 0.01, "momentum": 0.9, "nesterov": True}, id="nesterov"),
-    pytest.param({"epochs": 40, "lr": "auto", "standardize": True}, id="standardize-auto"),
-    pytest.param({"epochs": 30, "lr": 0.05, "optimizer": "adamw", "penalty": "elasticnet", "alpha": 0.01},
-                 id="adamw-elasticnet"),
-    pytest.param({"epochs": 30, "lr": 0.01, "schedule": "cosine", "penalty": "l2", "alpha": 0.1}, id="cosine-l2"),
-    pytest.param({"epochs": 300, "lr": 0.01, "tol": 1e-3}, id="tol"),
-    pytest.param({"epochs": 300, "lr": 0.02, "tol": 1e-3, "schedule": "adaptive"}, id="adaptive"),
-]
 
 
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])

@@ -17,7 +17,7 @@ import warnings
 
 import numpy as np
 import pytest
-from helpers import LAUNCH_TIMEOUT, free_port, torch_reference_fit, worker_env
+from helpers import GD_OPTIONS, LAUNCH_TIMEOUT, assert_same_fit, run_ranks, torch_reference_fit
 
 from linreg import LinearRegressor, load, outofcore
 from linreg import cli as linreg_cli
@@ -85,28 +85,6 @@ def dense_fit(data, options, *, two_outputs=False, weighted=False):
         warnings.simplefilter("ignore")
         return LinearRegressor(**options).fit(data["X"], data["Y"] if two_outputs else data["y"],
                                               sample_weight=data["w"] if weighted else None)
-
-
-def assert_same_fit(streamed, in_memory, rtol=1e-12):
-    assert streamed.n_iter_ == in_memory.n_iter_
-    assert streamed.stop_reason_ == in_memory.stop_reason_
-    np.testing.assert_allclose(streamed.loss_history_, in_memory.loss_history_, rtol=rtol)
-    for name in ("coef_", "intercept_"):
-        actual, expected = getattr(streamed, name), getattr(in_memory, name)
-        assert np.shape(actual) == np.shape(expected) and np.asarray(actual).dtype == np.asarray(expected).dtype
-        assert np.abs(actual - expected).max() <= rtol * np.abs(expected).max(), name
-
-
-GD_OPTIONS = [
-    pytest.param({"epochs": 40, "lr": 0.01}, id="plain"),
-    pytest.param({"epochs": 40, "lr": 0.01, "momentum": 0.9, "nesterov": True}, id="nesterov"),
-    pytest.param({"epochs": 40, "lr": "auto", "standardize": True}, id="standardize-auto"),
-    pytest.param({"epochs": 30, "lr": 0.05, "optimizer": "adamw", "penalty": "elasticnet", "alpha": 0.01},
-                 id="adamw-elasticnet"),
-    pytest.param({"epochs": 30, "lr": 0.01, "schedule": "cosine", "penalty": "l2", "alpha": 0.1}, id="cosine-l2"),
-    pytest.param({"epochs": 300, "lr": 0.01, "tol": 1e-3}, id="tol"),
-    pytest.param({"epochs": 300, "lr": 0.02, "tol": 1e-3, "schedule": "adaptive"}, id="adaptive"),
-]
 
 
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
@@ -477,21 +455,7 @@ def test_two_ranks_stream_their_shares_of_a_parquet_directory(data, tmp_path):
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"path": str(data["dir"]), "chunk_bytes": SMALL_BUDGET, "fits": DISTRIBUTED_FITS}))
     (tmp_path / "worker.py").write_text(WORKER)
-    port = free_port()
-    processes = [subprocess.Popen([sys.executable, str(tmp_path / "worker.py"), str(config)],
-                                  env=worker_env(rank, 2, port), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  text=True) for rank in range(2)]
-    outputs = []
-    try:
-        for process in processes:
-            stdout, stderr = process.communicate(timeout=LAUNCH_TIMEOUT)
-            assert process.returncode == 0, stderr
-            outputs.append(json.loads(stdout.strip().splitlines()[-1]))
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+    outputs = run_ranks(tmp_path / "worker.py", config)
     for name, options, targets, weight, _ in DISTRIBUTED_FITS:
         rank0, rank1 = outputs[0][name], outputs[1][name]
         assert rank0 == rank1, name  # identical on every rank
