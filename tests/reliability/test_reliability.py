@@ -49,15 +49,29 @@ def interrupt_soon(delay):
 
 
 @pytest.mark.parametrize("params", [dict(lr=1e-5), dict(lr=0.01, optimizer="adam", batch_size=512)])
-def test_ctrl_c_leaves_the_last_completed_epoch(params):
+def test_ctrl_c_leaves_the_last_completed_epoch(params, monkeypatch):
+    from linreg import driver
+
     X, y = linreg.datasets.seed_linear(n_samples=50_000, random_state=0)
     model = LinearRegressor(epochs=10**7, **params)
     # Compile first (an empty cache, as in CI, takes seconds): the interrupt must land in training, not compiling.
     compilation.prepare_fit(model, X, y)
-    timer = interrupt_soon(1.0)
+    # A real SIGINT, sent once the fit's handler is installed: a timer started before fit() could fire during
+    # validation or planning on a loaded machine, where the Ctrl-C contract is Python's own (it failed so in CI).
+    timers = []
+    enter = driver._interrupt_flag.__enter__
+
+    def enter_then_interrupt(self):
+        flag = enter(self)
+        if not timers:  # the first fit only (the second one below runs to its end)
+            timers.append(interrupt_soon(0.3))
+        return flag
+
+    monkeypatch.setattr(driver._interrupt_flag, "__enter__", enter_then_interrupt)
     with pytest.raises(KeyboardInterrupt, match="interrupted after epoch"):
         model.fit(X, y)
-    timer.join()
+    assert len(timers) == 1
+    timers[0].join()
     assert model.stop_reason_ == "interrupted" and 0 < model.n_iter_ < 10**7
     assert model.loss_history_.shape == (model.n_iter_,)
     # The state is that of a fit of exactly n_iter_ epochs.
