@@ -4,15 +4,17 @@ With a warm Numba cache, import + seed 000's fit in a new process costs ~0.4 s, 
 which ~0.2 s is Numba itself (its import, its type registries on the first cache load,
 the BLAS check that imports scipy.linalg). The plain full-batch GD of small specialised
 problems (seed 000's 5000x5, ``kernels.aot_gd``) is therefore also built ahead of time
-with ``numba.pycc`` into a small extension module per (dtype, n_features); a fit that
-finds one for its variant runs it and never imports numba. Every other fit uses the
-JIT kernels as before (they import numba lazily).
+with ``numba.pycc`` into small extension modules holding (dtype, n_features) variants;
+a fit that finds one for its variant runs it and never imports numba. Every other fit
+uses the JIT kernels as before (they import numba lazily).
 
-Where: ``$NUMBA_CACHE_DIR/linreg-aot``, else ``$XDG_CACHE_HOME/linreg/aot`` (default
-``~/.cache/linreg/aot``). The file name carries a key of linreg's version, the source of
-the kernels it is compiled from, Python, NumPy, Numba and llvmlite versions and the
-CPU (model and feature flags): a library built from other sources or for another CPU
-has another name and is never loaded. Written atomically (temporary file, rename).
+Where: ``$LINREG_AOT_DIR`` if set, else ``$NUMBA_CACHE_DIR/linreg-aot``, else
+``$XDG_CACHE_HOME/linreg/aot`` (default ``~/.cache/linreg/aot``). A file's name
+carries a key of linreg's version, the source of the kernels it is compiled from,
+the Python, NumPy, Numba and llvmlite versions and the CPU (model and feature flags),
+then which variants it holds (``module_name``): a library built from other sources or
+for another CPU has another name and is never loaded (a build deletes such files).
+Written atomically (temporary file, rename).
 
 When: ``linreg compile`` (``build``) builds them explicitly. A fit that could have used
 a missing one starts a detached background build of its variant (``schedule_build``)
@@ -62,7 +64,10 @@ def background_enabled() -> bool:
 
 
 def cache_dir() -> Path:
-    """The folder of the AOT libraries: ``$NUMBA_CACHE_DIR/linreg-aot``, else the user's cache dir."""
+    """The folder of the AOT libraries: ``$LINREG_AOT_DIR``, else ``$NUMBA_CACHE_DIR/linreg-aot``, else the
+    user's cache dir."""
+    if os.environ.get("LINREG_AOT_DIR"):
+        return Path(os.environ["LINREG_AOT_DIR"])
     numba_dir = os.environ.get("NUMBA_CACHE_DIR")
     if numba_dir:
         return Path(numba_dir) / "linreg-aot"
@@ -122,18 +127,65 @@ def key() -> str:
     return _key_cache["key"]
 
 
-def module_name(dtype: Any, n_features: int, library_key: str | None = None) -> str:
-    """``linreg_gd_float32_5_<key>``: one variant's extension module."""
-    return f"{_PREFIX}{np.dtype(dtype).name}_{n_features}_{library_key or key()}"
+_DTYPE_ORDER = ("float32", "float64")
 
 
-def library_path(dtype: Any, n_features: int, library_key: str | None = None) -> Path:
-    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
-    return cache_dir() / (module_name(dtype, n_features, library_key) + suffix)
+def module_name(variants: Iterable[tuple[str, int]], library_key: str | None = None) -> str:
+    """``linreg_gd_<key>_<float32 mask><float64 mask>``: the extension module of these (dtype, n_features)
+    variants, each mask two hex digits with bit n-1 set for n features (seed 000's alone: ``..._1000``)."""
+    masks = [0, 0]
+    for dtype, n_features in variants:
+        masks[_DTYPE_ORDER.index(np.dtype(dtype).name)] |= 1 << (n_features - 1)
+    return f"{_PREFIX}{library_key or key()}_{masks[0]:02x}{masks[1]:02x}"
 
 
-#: Loaded functions (or None: missing or failed) per (dtype name, n_features, key, folder).
+def _suffix() -> str:
+    return importlib.machinery.EXTENSION_SUFFIXES[0]
+
+
+def libraries() -> dict[tuple[str, int], Path]:
+    """The libraries of this key in ``cache_dir()``: which file holds each (dtype, n_features) variant."""
+    folder = cache_dir()
+    found: dict[tuple[str, int], Path] = {}
+    head, suffix = f"{_PREFIX}{key()}_", _suffix()
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return found
+    for name in names:
+        masks = name[len(head):-len(suffix)]
+        if not (name.startswith(head) and name.endswith(suffix) and len(masks) == 4):
+            continue
+        try:
+            bits = (int(masks[:2], 16), int(masks[2:], 16))
+        except ValueError:
+            continue
+        for dtype, mask in zip(_DTYPE_ORDER, bits, strict=True):
+            for n in range(1, 9):
+                if mask >> (n - 1) & 1:
+                    found.setdefault((dtype, n), folder / name)
+    return found
+
+
+def library_path(dtype: Any, n_features: int) -> Path | None:
+    """The file holding this variant (of this key), or None."""
+    return libraries().get((np.dtype(dtype).name, n_features))
+
+
+#: Loaded functions (or None: missing or failed) per (dtype name, n_features, folder).
 _loaded: dict[tuple, Callable | None] = {}
+_modules: dict[Path, Any] = {}
+
+
+def _load_module(path: Path):
+    if path not in _modules:
+        module_id = path.name[: -len(_suffix())]
+        loader = importlib.machinery.ExtensionFileLoader(module_id, str(path))
+        spec = importlib.util.spec_from_file_location(module_id, str(path), loader=loader)
+        module = importlib.util.module_from_spec(spec)
+        loader.exec_module(module)
+        _modules[path] = module
+    return _modules[path]
 
 
 def load(dtype: Any, n_features: int) -> Callable | None:
@@ -141,26 +193,22 @@ def load(dtype: Any, n_features: int) -> Callable | None:
     if not enabled():
         return None
     name = np.dtype(dtype).name
-    path = library_path(name, n_features)
-    slot = (name, n_features, path)
-    if slot in _loaded and (_loaded[slot] is not None or not path.exists()):
+    slot = (name, n_features, str(cache_dir()))
+    if _loaded.get(slot) is not None:
         return _loaded[slot]
+    path = library_path(name, n_features)  # looked for again while missing: a build may have finished since
     function = None
-    if path.exists():
+    if path is not None:
         try:
-            module_id = path.name.split(".")[0]
-            loader = importlib.machinery.ExtensionFileLoader(module_id, str(path))
-            spec = importlib.util.spec_from_file_location(module_id, str(path), loader=loader)
-            module = importlib.util.module_from_spec(spec)
-            loader.exec_module(module)
             from linreg.kernels import aot_gd
 
-            function = getattr(module, aot_gd.symbol(name, n_features))
+            function = getattr(_load_module(path), aot_gd.symbol(name, n_features))
         except Exception as error:  # a damaged or foreign file: the JIT path
             logger.debug("AOT library %s not loaded (%s: %s); using the JIT kernels", path, type(error).__name__,
                          error)
     else:
-        logger.debug("no AOT library for %s, %d features at %s; using the JIT kernels", name, n_features, path)
+        logger.debug("no AOT library for %s, %d features in %s; using the JIT kernels", name, n_features,
+                     cache_dir())
     _loaded[slot] = function
     return function
 
@@ -227,12 +275,17 @@ def gd_kernel(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray, *, sch
 # --------------------------------------------------------------------------- building
 
 
+def _variant_file(dtype: str, n_features: int, ending: str) -> Path:
+    return cache_dir() / f"{_PREFIX}{key()}_{dtype}_{n_features}{ending}"
+
+
 def _lock_path(dtype: str, n_features: int) -> Path:
-    return library_path(dtype, n_features).with_suffix(".lock")
+    return _variant_file(dtype, n_features, ".lock")
 
 
 def _failed_path(dtype: str, n_features: int) -> Path:
-    return library_path(dtype, n_features).with_suffix(".failed")
+    """Records a failed build of the variant: fits do not start it again (``linreg compile`` does)."""
+    return _variant_file(dtype, n_features, ".failed")
 
 
 def building() -> list[Path]:
@@ -268,9 +321,9 @@ def schedule_build(variants: Iterable[tuple[str, int]]) -> Any:
     """Start a detached, lowest-priority process that builds these (dtype name, n_features) variants once this
     process has exited; skips variants built, being built, failed before, or asked for already. Returns the
     ``subprocess.Popen`` (None: nothing to build)."""
+    built = libraries()
     wanted = [(d, f) for d, f in variants
-              if (d, f, str(cache_dir())) not in _scheduled and not library_path(d, f).exists()
-              and not _failed_path(d, f).exists()]
+              if (d, f, str(cache_dir())) not in _scheduled and (d, f) not in built and not _failed_path(d, f).exists()]
     for dtype, n_features in wanted:
         _scheduled.add((dtype, n_features, str(cache_dir())))
     # The locks are taken here, so that the processes started before this one exits do not start builds too;
@@ -320,52 +373,68 @@ def _take_lock(path: Path) -> bool:
 
 def build(variants: Iterable[tuple[str, int]], out: Callable[[str], None] | None = None, *,
           force: bool = False, locked: bool = False) -> list[tuple[str, int, float, str]]:
-    """Build the AOT libraries of these (dtype name, n_features) variants into ``cache_dir()``; imports numba.
+    """Build the AOT library of these (dtype name, n_features) variants into ``cache_dir()``; imports numba.
 
-    Each variant: compiled for the host CPU into a temporary folder next to its final place, then renamed
-    (atomic). Already built ones are skipped unless ``force``. Returns (dtype, n_features, seconds, status)
-    per variant, status "built", "cached", "busy" (another process is building it) or "failed: why"; ``out``
-    gets one line each. A failure is recorded (``.failed``) so fits do not retry it; a build clears it.
-    ``locked``: the caller holds the variants' build locks (``schedule_build``); they are released here.
+    One extension module for all the variants not built yet (all, with ``force``): compiled for the host CPU
+    into a temporary folder next to its final place, then renamed (atomic). Returns (dtype, n_features,
+    seconds, status) per variant, status "built", "cached", "busy" (another process is building it) or
+    "failed: why"; ``out`` gets one line per status. A failure is recorded (``_failed_path``) so fits do not
+    retry it; a successful build clears it. ``locked``: the caller holds the variants' build locks
+    (``schedule_build``); they are released here.
     """
     from linreg.kernels import aot_gd, layout
 
-    results = []
-    folder = cache_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    _remove_stale(folder)
+    variants = list(dict.fromkeys(variants))
     for dtype, n_features in variants:
         if dtype not in aot_gd.DTYPES or not 1 <= n_features <= layout.MAX_FIXED_FEATURES:
             raise ValueError(f"AOT kernels exist for dtype float32/float64 and 1..{layout.MAX_FIXED_FEATURES} "
                              f"features, got {dtype!r}, {n_features}")
-        target = library_path(dtype, n_features)
-        start = time.perf_counter()
-        if target.exists() and not force:
-            status = "cached"
+    folder = cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    _remove_stale(folder)
+    start = time.perf_counter()
+    existing = libraries()
+    status: dict[tuple[str, int], str] = {}
+    todo = []
+    for variant in variants:
+        if variant in existing and not force:
+            status[variant] = "cached"
             if locked:
-                _lock_path(dtype, n_features).unlink(missing_ok=True)
-        elif not locked and not _take_lock(_lock_path(dtype, n_features)):
-            status = "busy"
+                _lock_path(*variant).unlink(missing_ok=True)
+        elif not locked and not _take_lock(_lock_path(*variant)):
+            status[variant] = "busy"
         else:
-            try:
-                _compile_one(dtype, n_features, target)
-                _failed_path(dtype, n_features).unlink(missing_ok=True)
-                status = "built"
-            except Exception as error:  # no compiler, a pycc failure: the JIT path stays
-                status = f"failed: {type(error).__name__}: {str(error).strip().splitlines()[-1:] or ''}"
-                _failed_path(dtype, n_features).write_text(f"{type(error).__name__}: {error}\n")
-                logger.debug("AOT build of %s, %d features failed: %s", dtype, n_features, error)
-            finally:
-                _lock_path(dtype, n_features).unlink(missing_ok=True)
-        seconds = time.perf_counter() - start
-        results.append((dtype, n_features, seconds, status))
-        if out is not None:
-            features = f"{n_features} feature{'s' if n_features != 1 else ''}"
-            out(f"aot     {dtype}, {features}: {status} in {seconds:.1f} s ({target})")
-    return results
+            todo.append(variant)
+    target = folder / (module_name(todo) + _suffix()) if todo else None
+    if todo:
+        try:
+            _compile(todo, target)
+            for variant in todo:
+                status[variant] = "built"
+                _failed_path(*variant).unlink(missing_ok=True)
+        except Exception as error:  # no compiler, a pycc failure: the JIT path stays
+            why = str(error).strip().splitlines()
+            why = f"failed: {type(error).__name__}: {why[-1] if why else ''}"
+            logger.debug("AOT build of %s failed: %s", todo, error)
+            for variant in todo:
+                status[variant] = why
+                _failed_path(*variant).write_text(f"{type(error).__name__}: {error}\n")
+        finally:
+            for variant in todo:
+                _lock_path(*variant).unlink(missing_ok=True)
+    seconds = time.perf_counter() - start
+    if out is not None:
+        for what in dict.fromkeys(status.values()):
+            group = [v for v in variants if status[v] == what]
+            names = "; ".join(f"{dtype} {','.join(str(n) for d, n in group if d == dtype)}"
+                              for dtype in _DTYPE_ORDER if any(d == dtype for d, _ in group))
+            where = target if what == "built" or what.startswith("failed") else (
+                existing.get(group[0]) if what == "cached" else folder)
+            out(f"aot     {names} features: {what} in {seconds if what != 'cached' else 0.0:.1f} s ({where})")
+    return [(dtype, n, seconds, status[(dtype, n)]) for dtype, n in variants]
 
 
-def _compile_one(dtype: str, n_features: int, target: Path) -> None:
+def _compile(variants: list[tuple[str, int]], target: Path) -> None:
     import tempfile
     import warnings
 
@@ -374,12 +443,18 @@ def _compile_one(dtype: str, n_features: int, target: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # numba.pycc's pending deprecation: we pin numba and test the output
         from numba.pycc import CC
-    name = target.name.split(".")[0]
+    from numba.pycc.platform import external_compiler_works
+
+    if not external_compiler_works():  # before seconds of LLVM work: pycc links through a C compiler
+        raise RuntimeError("no working C compiler (numba.pycc builds extension modules through setuptools' "
+                           "compiler: $CC, else cc/gcc)")
+    name = target.name[: -len(_suffix())]
     with tempfile.TemporaryDirectory(prefix=".build-", dir=target.parent) as scratch:
         cc = CC(name)
         cc.output_dir = scratch
         cc.target_cpu = "host"  # the JIT kernels' CPU: the same vector width, hence the same bits
-        aot_gd.export(cc, dtype, n_features)
+        for dtype, n_features in variants:
+            aot_gd.export(cc, dtype, n_features)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             cc.compile()
@@ -392,10 +467,9 @@ def _compile_one(dtype: str, n_features: int, target: Path) -> None:
 
 def _remove_stale(folder: Path) -> None:
     """Delete libraries (and records) of other keys: built from older sources or for another CPU."""
-    current = key()
+    current = f"{_PREFIX}{key()}_"
     for path in folder.glob(f"{_PREFIX}*"):
-        stem = path.name.split(".")[0]
-        if not stem.endswith("_" + current) and not path.name.endswith(".lock"):
+        if not path.name.startswith(current) and not path.name.endswith(".lock"):
             try:
                 path.unlink()
             except OSError:
