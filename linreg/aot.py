@@ -288,9 +288,9 @@ def _failed_path(dtype: str, n_features: int) -> Path:
     return _variant_file(dtype, n_features, ".failed")
 
 
-def building() -> list[Path]:
-    """The builds in progress in this cache folder (their lock files), stale ones aside."""
-    folder = cache_dir()
+def building(folder: Path | None = None) -> list[Path]:
+    """The builds in progress in ``folder`` (default ``cache_dir()``): their lock files, stale ones aside."""
+    folder = cache_dir() if folder is None else Path(folder)
     if not folder.is_dir():
         return []
     now = time.time()
@@ -304,10 +304,11 @@ def _mtime(path: Path) -> float:
         return 0.0
 
 
-def wait_for_builds(timeout: float = 300.0, poll: float = 0.1) -> bool:
-    """Wait until no build is in progress in the cache folder (True) or ``timeout`` passed (False)."""
+def wait_for_builds(timeout: float = 300.0, poll: float = 0.1, folder: Path | None = None) -> bool:
+    """Wait until no build is in progress in ``folder`` (default ``cache_dir()``): True, or False once
+    ``timeout`` passed."""
     deadline = time.monotonic() + timeout
-    while building():
+    while building(folder):
         if time.monotonic() > deadline:
             return False
         time.sleep(poll)
