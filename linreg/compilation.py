@@ -194,7 +194,7 @@ def prepare_fit(estimator, X: Any, y: Any, sample_weight: Any = None, *,
     n_samples, n_features = X2.shape
     n_outputs = Y2.shape[1]
     what = describe(X2.dtype, n_features, n_outputs)
-    ahead = _ahead_of_time(params, X2, Y2, weights)
+    ahead = _ahead_of_time(params, X2, Y2, weights, what)
     if ahead is not None:  # nothing to compile, and numba is not imported
         return ahead
     from linreg.kernels import cpu
@@ -230,7 +230,7 @@ def prepare_fit(estimator, X: Any, y: Any, sample_weight: Any = None, *,
     return result
 
 
-def _ahead_of_time(params: dict[str, Any], X: Any, Y: Any, weights: Any) -> Preparation | None:
+def _ahead_of_time(params: dict[str, Any], X: Any, Y: Any, weights: Any, what: str) -> Preparation | None:
     """The preparation of a plain fit whose loop has an AOT library (``linreg.aot``): loading it; else None."""
     from linreg import aot, options
 
@@ -241,8 +241,7 @@ def _ahead_of_time(params: dict[str, Any], X: Any, Y: Any, weights: Any) -> Prep
     start = time.perf_counter()
     if aot.available(X, Y) is None:  # a missing library is scheduled for a background build here
         return None
-    result = Preparation(describe(X.dtype, X.shape[1], Y.shape[1]), cache=str(aot.cache_dir()),
-                         seconds=time.perf_counter() - start, aot=True)
+    result = Preparation(what, cache=str(aot.cache_dir()), seconds=time.perf_counter() - start, aot=True)
     logger.debug(result.message())
     return result
 
