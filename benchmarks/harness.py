@@ -693,7 +693,7 @@ t1 = time.perf_counter()
 X, y = linreg.datasets.seed_linear(random_state=0)
 linreg.LinearRegressor(**linreg.datasets.SEED_000_SETTINGS).fit(X, y)
 t2 = time.perf_counter()
-print(t1 - t0, t2 - t0, 'torch' in sys.modules)
+print(t1 - t0, t2 - t0, 'torch' in sys.modules, 'numba' in sys.modules)
 """
 
 
@@ -705,13 +705,18 @@ def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def cold_start(compile_cost: bool = True, repeats: int = 5) -> dict[str, Any]:
     """Seed 000's fit as the first thing a new process does, import included.
 
-    ``warm``: the on-disk kernel cache is filled (one run first, not counted); the median of ``repeats`` runs.
-    ``warm, no scipy``: the same with scipy hidden. On its first compile or cache
-    load Numba imports scipy.linalg to check for BLAS (~0.2 s) if scipy is
-    installed; linreg itself needs no scipy (it comes with scikit-learn).
-    ``compile`` (compile_cost): an empty NUMBA_CACHE_DIR, so every kernel on the fit path compiles.
+    The first run fills the caches as a user's first run does: the Numba kernel cache, and (background AOT
+    builds on, as by default) the ahead-of-time library of the fit's loop (``linreg.aot``), which is built
+    by a detached process after the run exits: this waits for that build (``aot_build``: seconds waited).
+    ``warm``: then the median of ``repeats`` runs, the user's path (the AOT library where it was built; each
+    run says whether numba was imported); ``warm, JIT only``: ``LINREG_AOT=0``, the Numba cache only, timed
+    in turns with ``warm``. ``warm, no scipy``: JIT only with scipy hidden (on its first compile or cache
+    load Numba imports scipy.linalg to check for BLAS if scipy is installed; linreg itself needs no scipy).
+    ``compile`` (compile_cost): an empty NUMBA_CACHE_DIR, so every kernel on the fit path compiles; its
+    background AOT build is waited for too (``compile, aot_build``).
     Each entry: in-process seconds (import linreg .. fit returned), whole-process wall seconds.
     """
+    from linreg import aot
 
     def run(env: dict[str, str], hide_scipy: bool = False) -> dict[str, float]:
         t0 = time.perf_counter()
@@ -719,17 +724,30 @@ def cold_start(compile_cost: bool = True, repeats: int = 5) -> dict[str, Any]:
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                              env={**os.environ, **env}, timeout=600)
         wall = time.perf_counter() - t0
-        import_s, fit_s, torch_loaded = out.stdout.split()
+        import_s, fit_s, torch_loaded, numba_loaded = out.stdout.split()
         return {"import": float(import_s), "import+fit": float(fit_s), "process": wall,
-                "torch imported": torch_loaded == "True"}
+                "torch imported": torch_loaded == "True", "numba imported": numba_loaded == "True"}
 
-    run({})  # fill the cache
-    warm = [run({}) for _ in range(repeats)]
-    result: dict[str, Any] = {"warm": _median_run(warm), "warm runs": warm}
-    result["warm, no scipy"] = _median_run([run({}, hide_scipy=True) for _ in range(repeats)])
+    def waited_for_build(folder: Path) -> float:
+        t0 = time.perf_counter()
+        aot.wait_for_builds(timeout=600, folder=folder)
+        return time.perf_counter() - t0
+
+    first_run = {"LINREG_AOT_BACKGROUND": "1"}  # a user's default, whatever this process has
+    jit_only = {"LINREG_AOT": "0"}
+    run(first_run)  # fill the caches
+    result: dict[str, Any] = {"aot_build": waited_for_build(aot.cache_dir())}
+    warm, jit = [], []
+    for _ in range(repeats):  # in turns, so load changes hit both alike
+        warm.append(run({}))
+        jit.append(run(jit_only))
+    result.update({"warm": _median_run(warm), "warm runs": warm, "warm, JIT only": _median_run(jit),
+                   "warm, JIT only runs": jit})
+    result["warm, no scipy"] = _median_run([run(jit_only, hide_scipy=True) for _ in range(repeats)])
     if compile_cost:
         with tempfile.TemporaryDirectory() as cache:
-            result["compile"] = run({"NUMBA_CACHE_DIR": cache})
+            result["compile"] = run({**first_run, "NUMBA_CACHE_DIR": cache})
+            result["compile, aot_build"] = waited_for_build(Path(cache) / "linreg-aot")
     return result
 
 
@@ -907,10 +925,13 @@ def targets(results: list[Result], roofline: float, cold: dict[str, Any] | None)
         10, "x")
     if cold:
         no_scipy = cold["warm, no scipy"]
+        jit = cold.get("warm, JIT only")
+        jit_note = (f"JIT only (LINREG_AOT=0) {jit['import+fit']:.3f} s, without scipy {no_scipy['import+fit']:.3f} s"
+                    if jit else f"without scipy installed {no_scipy['import+fit']:.3f} s")
         add("cold start: import + first fit, warm cache", cold["warm"]["import+fit"], WARM_START_GOAL_S, "s",
             higher=False,
-            note=f"whole process {cold['warm']['process']:.2f} s; without scipy installed "
-                 f"{no_scipy['import+fit']:.3f} s (process {no_scipy['process']:.2f} s); "
+            note=f"whole process {cold['warm']['process']:.2f} s; numba imported: "
+                 f"{cold['warm'].get('numba imported')} (AOT library of the fit's loop); {jit_note}; "
                  f"torch imported: {cold['warm']['torch imported']}")
         if "compile" in cold:
             add("cold start: import + first fit, empty kernel cache", cold["compile"]["import+fit"],
@@ -1127,7 +1148,12 @@ def _markdown(results, bandwidth, info, cold, goals, quick, paths) -> str:
         warm = cold["warm"]
         lines += ["", f"Cold start (seed 000's fit in a new process): import linreg {warm['import']:.3f} s, "
                       f"import + fit {warm['import+fit']:.3f} s, whole process {warm['process']:.2f} s with a warm "
-                      f"kernel cache (median of {len(cold['warm runs'])} runs)."]
+                      f"kernel cache (median of {len(cold['warm runs'])} runs; numba imported: "
+                      f"{warm.get('numba imported')})."]
+        if "warm, JIT only" in cold:
+            jit = cold["warm, JIT only"]
+            lines[-1] += (f" JIT kernels only (LINREG_AOT=0, in turns with those runs): import + fit "
+                          f"{jit['import+fit']:.3f} s, whole process {jit['process']:.2f} s.")
         if "compile" in cold:
             c = cold["compile"]
             lines[-1] += (f" With an empty cache (the fit's kernels compile): import + fit "

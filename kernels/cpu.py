@@ -59,6 +59,8 @@ from numba import njit, prange, types
 from numba.cpython.unsafe.tuple import tuple_setitem
 from numba.extending import intrinsic, overload, register_jitable
 
+from . import layout
+
 __all__ = [
     "CHUNK_ROWS",
     "MAX_CHUNKS",
@@ -78,16 +80,11 @@ __all__ = [
     "use_transposed",
 ]
 
-#: Rows per chunk when n_samples is small enough that MAX_CHUNKS is not reached. Small enough that
-#: cache-resident problems (10,000 rows: 10 chunks) split evenly over the threads: prange hands each
-#: thread one contiguous range of chunks, and 3 chunks of 4096 rows over 2 threads ran 8192 rows on one
-#: (issue 15; benchmarks/README.md item 32). Large problems reach MAX_CHUNKS and take larger chunks.
-CHUNK_ROWS = 1024
-#: Upper bound on the number of chunks, so the partial buffers stay small
-#: (MAX_CHUNKS * n_outputs * n_features float64) at any n_samples.
-MAX_CHUNKS = 256
-#: Below this many multiply-adds per pass the chunks are walked serially.
-PARALLEL_MIN_WORK = 1 << 18
+# The chunk layout and loop choice (numba-free, shared with the ahead-of-time compiled loop, kernels.aot_gd).
+# Tests patch CHUNK_ROWS, MAX_CHUNKS and PARALLEL_MIN_WORK here: the wrappers below read this module's values.
+CHUNK_ROWS = layout.CHUNK_ROWS
+MAX_CHUNKS = layout.MAX_CHUNKS
+PARALLEL_MIN_WORK = layout.PARALLEL_MIN_WORK
 
 # "reassoc" lets LLVM vectorise the feature reductions; "contract" allows FMA.
 # Not "nnan"/"ninf" (or fastmath=True): they let LLVM delete NaN checks.
@@ -96,14 +93,9 @@ _SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 #: A loss this many times the fit's first loss is divergence: training stops long before overflow.
 EXPLOSION_FACTOR = 1e10
 # Compile-time constants of the kernels (not patched by tests; see benchmarks/README.md for how they were chosen).
-#: Up to this many features (with one output) the kernels are specialised on n_features: the
-#: feature loops unroll, w and dW live in registers, and LLVM vectorises across rows instead.
-_MAX_FIXED_FEATURES = 8
+_MAX_FIXED_FEATURES = layout.MAX_FIXED_FEATURES
 #: The blocked kernel converts this many elements of X to float64 at a time (16 KiB: stays in L1).
 _BLOCK_ELEMENTS = 2048
-#: Full-batch GD on at most this many elements (n_samples * (n_features + 1)) of a specialised
-#: problem keeps a transposed float64 copy of X and Y (1 MiB at most, cache-resident) for all epochs.
-_TRANSPOSE_MAX_ELEMENTS = 1 << 17
 #: The blocked kernel prefetches X only when X is larger than this (it then streams from memory;
 #: smaller data sits in the last-level cache, where the prefetch instructions only cost time).
 _PREFETCH_MIN_BYTES = 64 << 20
@@ -121,15 +113,10 @@ TILED = (0,)
 
 
 def chunking(n_samples: int, chunk_rows: int | None = None, max_chunks: int | None = None) -> tuple[int, int]:
-    """Return ``(rows_per_chunk, n_chunks)`` for ``n_samples`` rows.
-
-    Depends on n_samples and the two tunables only, never on the thread count:
-    that is what makes the reductions reproducible.
-    """
-    chunk_rows = CHUNK_ROWS if chunk_rows is None else chunk_rows
-    max_chunks = MAX_CHUNKS if max_chunks is None else max_chunks
-    rows = max(chunk_rows, math.ceil(n_samples / max_chunks), 1)
-    return rows, max(1, math.ceil(n_samples / rows))
+    """Return ``(rows_per_chunk, n_chunks)`` for ``n_samples`` rows (``layout.chunking`` with this module's
+    tunables): depends on n_samples and the tunables only, never on the thread count."""
+    return layout.chunking(n_samples, CHUNK_ROWS if chunk_rows is None else chunk_rows,
+                           MAX_CHUNKS if max_chunks is None else max_chunks)
 
 
 def launch_threads() -> None:
@@ -887,18 +874,11 @@ def kernel_variant(X: np.ndarray, Y: np.ndarray) -> tuple:
 
 def parallel_pass(n_samples: int, n_features: int, n_outputs: int) -> bool:
     """Whether a pass over (n_samples, n_features) -> n_outputs walks its chunks in parallel (PARALLEL_MIN_WORK)."""
-    return n_samples * n_features * n_outputs >= PARALLEL_MIN_WORK
+    return layout.parallel_pass(n_samples, n_features, n_outputs, PARALLEL_MIN_WORK)
 
 
-def transposed_max_rows(n_features: int) -> int:
-    """The most rows whose transposed float64 copy (X and Y) full-batch GD keeps: _TRANSPOSE_MAX_ELEMENTS."""
-    return _TRANSPOSE_MAX_ELEMENTS // (n_features + 1)
-
-
-def use_transposed(n_samples: int, n_features: int, n_outputs: int, parallel: bool) -> bool:
-    """Whether full-batch GD takes ``_gd_epochs_transposed``: small specialised problems, walked serially."""
-    return (not parallel and n_outputs == 1 and n_features <= _MAX_FIXED_FEATURES
-            and n_samples <= transposed_max_rows(n_features))
+transposed_max_rows = layout.transposed_max_rows
+use_transposed = layout.use_transposed
 
 
 def _check(X: np.ndarray, Y: np.ndarray | None, W: np.ndarray, b: np.ndarray) -> np.dtype:

@@ -19,12 +19,19 @@ from linreg.runs import Backend, GDRun, copy_history
 
 class _CpuRun(GDRun):
     def __init__(self, X, Y, W, b, lr, epochs):
-        from linreg.kernels import cpu
+        from linreg import aot
 
-        self._cpu = cpu
         self.X, self.Y, self.W, self.b, self.lr = X, Y, W.copy(), b.copy(), lr
         self.loss_history = np.zeros(epochs)
-        self.workspace = cpu.Workspace(X.shape[0], X.shape[1], W.shape[0], X.dtype)
+        # The ahead-of-time compiled loop where one is built for this variant (no numba import), else the JIT one.
+        self._cpu = aot.gd_kernel(X, Y, self.W, self.b)
+        if self._cpu is None:
+            from linreg.kernels import cpu
+
+            self._cpu = cpu
+            self.workspace = cpu.Workspace(X.shape[0], X.shape[1], W.shape[0], X.dtype)
+        else:
+            self.workspace = self._cpu.workspace
 
     def advance(self, n_epochs):
         stop = min(self.n_done + n_epochs, self.loss_history.shape[0])

@@ -337,7 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
         "compile", help="compile the common CPU kernels into the Numba cache in advance (images, CI)",
         description="Compile linreg's CPU kernels for the given dtypes, feature counts and kinds of fit into "
                     "Numba's on-disk cache (NUMBA_CACHE_DIR, else __pycache__ beside the kernels), so that "
-                    "later processes load them in a fraction of a second instead of compiling.")
+                    "later processes load them in a fraction of a second instead of compiling; and build the "
+                    "ahead-of-time compiled library of the plain GD loop (1-8 features, linreg.aot), with "
+                    "which such a fit does not import Numba at all.")
     compilation.add_arguments(compile_kernels)
     compile_kernels.set_defaults(handler=_compile)
     report = commands.add_parser(

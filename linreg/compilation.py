@@ -12,7 +12,10 @@ the kernel variants the real fit will call are compiled (or loaded), timed, and
 out of the real fit's progress rate and wall time. It never touches the
 estimator it is given. ``prepare(dtype, n_features, ...)`` does the same on
 synthetic data, and ``python -m linreg.compilation`` / ``linreg compile`` fills
-the cache in advance (images, CI).
+the cache in advance (images, CI) and builds the ahead-of-time compiled libraries
+of the plain GD loop (``linreg.aot``). A plain fit whose loop has such a library
+prepares nothing: it loads the library, and numba is not imported (this module
+imports numba only when it compiles).
 
 The Python API stays quiet: the result is returned and logged to
 ``logging.getLogger("linreg")``; the CLI prints it.
@@ -31,7 +34,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from numba.core import event
 
 logger = logging.getLogger("linreg")
 
@@ -50,11 +52,14 @@ class Preparation:
     compiled: int = 0
     cache: str = ""
     skipped: str = ""  # why nothing was prepared (another backend, out-of-core data), else ""
+    aot: bool = False  # the fit's loop is an ahead-of-time compiled library (linreg.aot): nothing compiled
 
     def message(self) -> str:
         """One line for a screen: what was compiled, how long it took, where it is cached."""
         if self.skipped:
             return f"kernels for {self.what}: not prepared ({self.skipped})"
+        if self.aot:
+            return f"kernels for {self.what}: ahead-of-time compiled, loaded in {self.seconds:.3f} s from {self.cache}"
         if self.compiled:
             return (f"compiled kernels for {self.what} in {self.seconds:.1f} s "
                     f"(first run only, cached in {self.cache})")
@@ -75,30 +80,37 @@ def describe(dtype: Any, n_features: int, n_outputs: int = 1) -> str:
     return f"{np.dtype(dtype).name}, {features}{outputs}"
 
 
-class _CompileWatch(event.Listener):
-    """Counts Numba's top-level compilations (cache loads are none); calls ``on_start`` as the first begins."""
+def _compile_watch(on_start: Callable[[], None] | None):
+    """A context manager counting Numba's top-level compilations (cache loads are none); calls ``on_start`` as
+    the first begins. Imports numba (this module does not: a fit served by an AOT library never does)."""
+    from numba.core import event
 
-    def __init__(self, on_start: Callable[[], None] | None) -> None:
-        self._on_start = on_start
-        self._depth = 0
-        self.compiled = 0
+    class CompileWatch(event.Listener):
+        def __init__(self) -> None:
+            self._depth = 0
+            self.compiled = 0
 
-    def on_start(self, ev) -> None:
-        if self._depth == 0:
-            if self.compiled == 0 and self._on_start is not None:
-                self._on_start()
-            self.compiled += 1
-        self._depth += 1
+        def on_start(self, ev) -> None:
+            if self._depth == 0:
+                if self.compiled == 0 and on_start is not None:
+                    on_start()
+                self.compiled += 1
+            self._depth += 1
 
-    def on_end(self, ev) -> None:
-        self._depth -= 1
+        def on_end(self, ev) -> None:
+            self._depth -= 1
 
-    def __enter__(self) -> _CompileWatch:
-        event.register("numba:compile", self)
-        return self
+        def __enter__(self):
+            event.register("numba:compile", self)
+            return self
 
-    def __exit__(self, *exc_info) -> None:
-        event.unregister("numba:compile", self)
+        def __exit__(self, *exc_info) -> None:
+            event.unregister("numba:compile", self)
+
+    return CompileWatch()
+
+
+_CompileWatch = _compile_watch  # its earlier name (a class then), which tests use
 
 
 def _warmup_rows(estimator, n_samples: int, n_features: int, n_outputs: int) -> int:
@@ -158,7 +170,6 @@ def prepare_fit(estimator, X: Any, y: Any, sample_weight: Any = None, *,
     """
     from linreg import outofcore
     from linreg.estimator import DivergenceError, LinearRegressor
-    from linreg.kernels import cpu
 
     params = estimator.get_params()
     if _warming_up.get():
@@ -182,11 +193,16 @@ def prepare_fit(estimator, X: Any, y: Any, sample_weight: Any = None, *,
         weights = check.check_sample_weight(sample_weight, X2.shape[0])
     n_samples, n_features = X2.shape
     n_outputs = Y2.shape[1]
+    what = describe(X2.dtype, n_features, n_outputs)
+    ahead = _ahead_of_time(params, X2, Y2, weights, what)
+    if ahead is not None:  # nothing to compile, and numba is not imported
+        return ahead
+    from linreg.kernels import cpu
+
     transposed = cpu.use_transposed(n_samples, n_features, n_outputs,
                                     cpu.parallel_pass(n_samples, n_features, n_outputs))
     key = (repr(sorted(params.items())), X2.dtype.str, n_features, n_outputs, min(n_samples, WARMUP_ROWS + 1),
            transposed, weights is None, type(X2).__name__)  # a sparse X compiles its own kernels
-    what = describe(X2.dtype, n_features, n_outputs)
     if key in _prepared:
         return Preparation(what)
     result = Preparation(what, cache=cache_location())
@@ -195,7 +211,7 @@ def prepare_fit(estimator, X: Any, y: Any, sample_weight: Any = None, *,
     start = time.perf_counter()
     token = _warming_up.set(True)
     try:
-        with _CompileWatch(None if on_compile is None else lambda: on_compile(what)) as watch, \
+        with _compile_watch(None if on_compile is None else lambda: on_compile(what)) as watch, \
                 warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the warm-up's one epoch is not the user's fit
             try:
@@ -211,6 +227,22 @@ def prepare_fit(estimator, X: Any, y: Any, sample_weight: Any = None, *,
     result.seconds = time.perf_counter() - start
     result.compiled = watch.compiled
     (logger.info if result.compiled else logger.debug)(result.message())
+    return result
+
+
+def _ahead_of_time(params: dict[str, Any], X: Any, Y: Any, weights: Any, what: str) -> Preparation | None:
+    """The preparation of a plain fit whose loop has an AOT library (``linreg.aot``): loading it; else None."""
+    from linreg import aot, options
+
+    if not aot.enabled() or weights is not None or not isinstance(X, np.ndarray):
+        return None
+    if options.make_spec(params).non_plain_options():  # the compiled engine, not the seeds' plain loop
+        return None
+    start = time.perf_counter()
+    if aot.available(X, Y) is None:  # a missing library is scheduled for a background build here
+        return None
+    result = Preparation(what, cache=str(aot.cache_dir()), seconds=time.perf_counter() - start, aot=True)
+    logger.debug(result.message())
     return result
 
 
@@ -269,7 +301,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--outputs", type=_int_list, default=[1], help="n_outputs (default 1)")
     parser.add_argument("--kind", default=",".join(KINDS),
                         help=f"comma-separated kinds of fit: {', '.join(KINDS)} (default: both)")
+    aot_mode = parser.add_mutually_exclusive_group()
+    aot_mode.add_argument("--no-aot", dest="aot", action="store_const", const="no", default="yes",
+                          help="skip the ahead-of-time compiled libraries of the plain GD loop (linreg.aot)")
+    aot_mode.add_argument("--aot-only", dest="aot", action="store_const", const="only",
+                          help="build only the ahead-of-time compiled libraries, not the Numba cache")
     return parser
+
+
+def aot_variants(dtypes: Sequence[str], features: Sequence[int], outputs: Sequence[int],
+                 kinds: Sequence[str]) -> list[tuple[str, int]]:
+    """The (dtype, n_features) AOT libraries that ``linreg compile`` builds for these choices: the plain GD loop
+    (kind "gd") with one output and at most ``layout.MAX_FIXED_FEATURES`` features (``kernels.aot_gd``)."""
+    from linreg.kernels import layout
+
+    if "gd" not in kinds or 1 not in outputs:
+        return []
+    return [(dtype, n) for dtype in dtypes for n in features if n <= layout.MAX_FIXED_FEATURES]
 
 
 def run(args: argparse.Namespace, out=print) -> int:
@@ -282,16 +330,31 @@ def run(args: argparse.Namespace, out=print) -> int:
     for kind in kinds:
         if kind not in KINDS:
             raise SystemExit(f"--kind must be among {', '.join(KINDS)}, got {kind!r}")
-    out(f"kernel cache: {cache_location()}")
+    mode = getattr(args, "aot", "yes")
     start = time.perf_counter()
-    for name in dtypes:
-        for n_outputs in args.outputs:
-            for n_features in args.features:
-                for kind in kinds:
-                    result = prepare(name, n_features, n_outputs, kind)
-                    out(f"{kind:7} {result.message()}")
+    if mode != "only":
+        out(f"kernel cache: {cache_location()}")
+        for name in dtypes:
+            for n_outputs in args.outputs:
+                for n_features in args.features:
+                    for kind in kinds:
+                        result = prepare(name, n_features, n_outputs, kind)
+                        out(f"{kind:7} {result.message()}")
+    failed = False
+    if mode != "no":
+        from linreg import aot
+
+        variants = aot_variants(dtypes, args.features, args.outputs, kinds)
+        if not aot.enabled():
+            out("ahead-of-time libraries: not built (LINREG_AOT=0)")
+        elif variants:
+            out(f"ahead-of-time libraries: {aot.cache_dir()}")
+            results = aot.build(variants, out=out)
+            failed = any(status.startswith("failed") for *_, status in results)
+            if failed:
+                out("some ahead-of-time builds failed: those fits use the JIT kernels (Numba cache) instead")
     out(f"done in {time.perf_counter() - start:.1f} s")
-    return 0
+    return 1 if failed and mode == "only" else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

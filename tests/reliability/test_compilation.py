@@ -143,7 +143,8 @@ def test_empty_cache_compiles_then_a_new_process_loads_from_cache(tmp_path, para
 def test_linreg_compile_fills_the_cache_for_later_processes(tmp_path):
     env = {"NUMBA_CACHE_DIR": str(tmp_path)}
     done = run_python("import sys; from linreg.cli import main; "
-                      "sys.exit(main(['compile', '--dtype', 'float32', '--features', '5', '--kind', 'gd']))", **env)
+                      "sys.exit(main(['compile', '--dtype', 'float32', '--features', '5', '--kind', 'gd', "
+                      "'--no-aot']))", **env)  # the Numba cache is what is checked here (the AOT library: tests/aot)
     assert f"kernel cache: {tmp_path}" in done.stdout and "compiled kernels for float32, 5 features" in done.stdout
     compiled, seen, _ = run_python(PREPARE.format(params="{}"), **env).stdout.splitlines()
     assert int(compiled) == 0 and seen == "[]"
