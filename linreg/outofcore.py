@@ -344,17 +344,21 @@ class ShardReader:
         start = self.lo + k * self.chunk_rows
         return start, min(start + self.chunk_rows, self.hi)
 
-    def read(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Chunk k as views of the reused buffers: (X, Y, weights or None). Valid until the next read."""
+    def read(self, k: int, out: tuple | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Chunk k as views of the reused buffers: (X, Y, weights or None). Valid until the next read.
+
+        ``out``: other buffers (X, Y, weights or None) shaped as this reader's, e.g. pinned ones for the GPU
+        (``linreg.cuda_stream``)."""
+        buffer_X, buffer_Y, buffer_w = (self._X, self._Y, self._w) if out is None else out
         start, stop = self.bounds(k)
         n = stop - start
-        X, Y = self._X[:n], self._Y[:n]
+        X, Y = buffer_X[:n], buffer_Y[:n]
         self.data.X.read(start, stop, X)
         self.data.Y.read(start, stop, Y)
         weights = None
-        if self._w is not None:
-            self.data.weights.read(start, stop, self._w[:n])
-            weights = self._w[:n, 0]
+        if buffer_w is not None:
+            self.data.weights.read(start, stop, buffer_w[:n])
+            weights = buffer_w[:n, 0]
         if not self._checked[k]:  # (the weights were checked whole before training: see _check_weights)
             self._check_finite(X, "X", start, two_d=True)
             self._check_finite(Y, "y", start, two_d=not self.data.one_output)
@@ -370,6 +374,13 @@ class ShardReader:
         row, column = divmod(flat, values.shape[1]) if values.ndim == 2 else (flat, 0)
         where = f"row {start + row}" + (f", column {column}" if two_d else "")
         raise ValueError(f"{name} contains {values.reshape(-1)[flat]} at {where}; remove or impute non-finite values")
+
+    def chunks(self, ks, order_of=None) -> Iterator[tuple]:
+        """(X, Y, weights or None, order or None) of the chunks ``ks`` in turn; ``order_of(k, n_rows)``: the
+        positions in which chunk k's rows are visited (None: in order). The GPU's reader has the same method."""
+        for k in ks:
+            X, Y, weights = self.read(int(k))
+            yield X, Y, weights, None if order_of is None else order_of(int(k), X.shape[0])
 
 
 # --------------------------------------------------------------------------- collectives
@@ -496,6 +507,20 @@ class _Sums:
     def zeros(self) -> np.ndarray:
         return np.zeros(self.size)
 
+    def total(self, chunks, W: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """The sums of whole chunks (``ShardReader.chunks``) at (W, b), added in chunk order: a full-batch epoch."""
+        local = self.zeros()
+        for X, Y, weights, _ in chunks:
+            local += self.of(X, Y, W, b, weights)
+        return local
+
+    def batch(self, X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray, weights: np.ndarray | None,
+              order: np.ndarray | None, start: int, stop: int) -> np.ndarray:
+        """The sums of positions [start, stop) of a chunk: its rows ``order[start:stop]`` (None: in order)."""
+        if order is None:  # in order: the batch is a contiguous slice, as in memory
+            return self.of(X[start:stop], Y[start:stop], W, b, None if weights is None else weights[start:stop])
+        return self.of(X, Y, W, b, weights, order[start:stop])
+
     def of(self, X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray, weights: np.ndarray | None,
            rows: np.ndarray | None = None) -> np.ndarray:
         from linreg._engine import batch_sums
@@ -565,7 +590,8 @@ class StreamingRun(GDRun):
     """
 
     def __init__(self, reader: ShardReader, team: Collective, spec: Spec, engine_state, lr: float,
-                 seed: int, batch_counts: list[int] | None = None, local_batch_size: int | None = None) -> None:
+                 seed: int, batch_counts: list[int] | None = None, local_batch_size: int | None = None, *,
+                 sums=None) -> None:
         from linreg._engine import Stepper
 
         self.reader, self.team, self.spec, self.engine_state, self.seed = reader, team, spec, engine_state, seed
@@ -573,7 +599,8 @@ class StreamingRun(GDRun):
         self.lr_by_epoch = training.learning_rates(spec, lr, spec.epochs)
         self.loss_history = np.full(spec.epochs, np.nan)
         self.epoch_seconds: list[float] = []
-        self.sums = _Sums(reader.data.n_features, reader.data.n_outputs)
+        # The source of gradient sums: the CPU kernels, or the GPU's (``linreg.cuda_stream``, with its reader).
+        self.sums = _Sums(reader.data.n_features, reader.data.n_outputs) if sums is None else sums
         # Mini-batch: every rank takes the same number of steps (the largest count), contributing nothing once
         # its shard is used up, so the all-reduces pair up.
         self.batch_counts, self.local_batch_size = batch_counts, local_batch_size
@@ -614,10 +641,7 @@ class StreamingRun(GDRun):
 
     def _full_batch_epoch(self, epoch: int, lr: float) -> float:
         W, b = self.stepper.kernel_params()
-        local = self.sums.zeros()
-        for k in range(self.reader.n_chunks):
-            X, Y, weights = self.reader.read(k)
-            local += self.sums.of(X, Y, W, b, weights)
+        local = self.sums.total(self.reader.chunks(range(self.reader.n_chunks)), W, b)
         value, weight = self._step(local, lr, f"the gradient sums of epoch {epoch}")
         # As the engine's epoch loss (the weighted mean of its one batch), so histories match to the bit.
         return value if not np.isfinite(value) else value * weight / weight
@@ -631,8 +655,7 @@ class StreamingRun(GDRun):
             if batch is None:  # this rank's shard is used up for the epoch: it adds nothing to the global batch
                 local = self.sums.zeros()
             else:
-                X, Y, weights, rows = batch
-                local = self.sums.of(X, Y, W, b, weights, rows)
+                local = self.sums.batch(*batch[:2], W, b, *batch[2:])
             value, weight = self._step(local, lr, f"the gradient sums of epoch {epoch}, step {step}")
             if not np.isfinite(value):
                 return value
@@ -641,17 +664,17 @@ class StreamingRun(GDRun):
         return epoch_loss / epoch_weight
 
     def _local_batches(self, epoch: int) -> Iterator[tuple]:
-        """This rank's batches of ``epoch``: (X, Y, weights) of the chunk buffers and the rows of the batch."""
-        reader, shuffle, rank = self.reader, self.spec.shuffle, self.team.rank
+        """This rank's batches of ``epoch``: (X, Y, weights, order) of a chunk and the positions [start, stop)
+        of the batch in its order (``_Sums.batch``)."""
+        reader, shuffle, rank, seed = self.reader, self.spec.shuffle, self.team.rank, self.seed
         batch = self.local_batch_size
-        for k in chunk_order(self.seed, rank, epoch, reader.n_chunks, shuffle):
-            X, Y, weights = reader.read(int(k))
-            order = row_order(self.seed, rank, epoch, int(k), X.shape[0], shuffle)
+
+        def order_of(k: int, n_rows: int) -> np.ndarray | None:
+            return row_order(seed, rank, epoch, k, n_rows, shuffle)
+
+        for X, Y, weights, order in reader.chunks(chunk_order(seed, rank, epoch, reader.n_chunks, shuffle), order_of):
             for s in range(0, X.shape[0], batch):
-                if order is None:  # in order: the batch is a contiguous slice, as in memory
-                    yield X[s:s + batch], Y[s:s + batch], None if weights is None else weights[s:s + batch], None
-                else:
-                    yield X, Y, weights, order[s:s + batch]
+                yield X, Y, weights, order, s, min(s + batch, X.shape[0])
 
     def parameters(self) -> tuple[np.ndarray, np.ndarray]:
         return self.engine_state.original_units()
@@ -716,8 +739,8 @@ class Report:
 
 
 def _unsupported(estimator, spec: Spec) -> None:
-    if estimator.backend != "cpu":
-        raise ValueError(f"out-of-core and distributed training run on backend='cpu' (our kernels); got "
+    if estimator.backend not in ("cpu", "cuda"):
+        raise ValueError(f"out-of-core and distributed training run on backend='cpu' or 'cuda' (our kernels); got "
                          f"backend={estimator.backend!r}")
     if spec.early_stopping:
         raise ValueError("early_stopping is not supported out of core: it holds a random validation subset of the "
@@ -785,7 +808,11 @@ def _train(estimator, spec: Spec, data: Dataset, team: Collective, shards, chunk
         chunk_rows = chunk_rows_for(data, chunk_bytes)
     reader = ShardReader(data, lo, hi, chunk_rows)
     report = Report(n, n_features, n_outputs, str(data.dtype), team.world_size, shards, chunk_rows, reader.n_chunks)
-    source = Streamed(data, reader, team, batch_counts, local_batch)
+    if estimator.backend == "cuda":  # the same source with the chunks streamed to the GPU and summed there
+        from linreg.cuda_stream import DeviceStreamed as source_type
+    else:
+        source_type = Streamed
+    source = source_type(data, reader, team, batch_counts, local_batch)
     previous = estimator.fitted_state() if hasattr(estimator, "coef_") else None
     epochs_started = time.perf_counter()
     try:
