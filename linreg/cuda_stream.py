@@ -246,13 +246,12 @@ class DeviceStreamed(outofcore.Streamed):
     """``outofcore.Streamed`` whose run gets its gradient sums from the GPU (``DeviceChunks``, ``DeviceSums``)."""
 
     def __init__(self, data, reader, team, batch_counts, local_batch) -> None:
-        require_cuda()
-        from numba import cuda
+        cuda_kernels = require_cuda()
+        device = getattr(team, "device", None)  # a TorchCollective's device: torch's GPU of this rank over NCCL
+        if getattr(device, "type", "cpu") == "cuda" and not cuda_kernels.simulator_enabled():
+            from numba import cuda
 
-        from linreg.kernels import cuda as cuda_kernels
-
-        if team.world_size > 1 and not cuda_kernels.simulator_enabled():
-            cuda.select_device(device_for_rank(len(cuda.gpus)))
+            cuda.select_device(device.index)  # numba on the GPU torch (and NCCL) use: LOCAL_RANK % n_devices
         super().__init__(data, reader, team, batch_counts, local_batch)
 
     def start_gd(self, spec, state, lr: float, rows, val_rows, seed: int):
