@@ -139,11 +139,14 @@ class DeviceChunks:
             if self.copied[slot] is not None:
                 self.copied[slot].wait(stream=self.compute_stream)  # the chunk's kernels run after its copy
             device_X, device_Y, device_w, device_order = self.device[slot]
-            yield (device_X[:n], device_Y[:n], None if device_w is None else device_w[:n],
-                   device_order[:n] if has_order else None)
-            released = self._cuda.event()  # the consumer has queued this chunk's kernels
-            released.record(stream=self.compute_stream)
-            self.released[slot] = released
+            try:
+                yield (device_X[:n], device_Y[:n], None if device_w is None else device_w[:n],
+                       device_order[:n] if has_order else None)
+            finally:  # the consumer has queued this chunk's kernels (also when it stops early: a mini-batch
+                # epoch takes its steps and leaves the generator suspended)
+                released = self._cuda.event()
+                released.record(stream=self.compute_stream)
+                self.released[slot] = released
 
 
 class DeviceSums:

@@ -276,6 +276,7 @@ DISTRIBUTED_FITS = [
     ("gd", dict(lr=0.05, epochs=3, momentum=0.5), None),
     ("gd-uneven-auto", dict(lr="auto", epochs=3, standardize=True), [[0, 9], [9, N_SAMPLES]]),
     ("sgd", dict(lr=0.05, epochs=2, batch_size=4, random_state=3), None),
+    ("gd-empty-shard", dict(lr=0.05, epochs=2, penalty="l2", alpha=0.1), [[0, 0], [0, N_SAMPLES]]),
 ]
 
 
