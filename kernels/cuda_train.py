@@ -378,13 +378,22 @@ def column_sums(X, rows, weights, n_rows: int, center) -> np.ndarray:
     return cuda_kernels.to_host(out)
 
 
-def column_moments(X, rows, weights, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """Weighted column means and standard deviations (float64 host arrays), two passes as
-    ``cpu_train.column_moments``: the mean, then the mean squared deviation from it."""
+def weighted_column_moments(X, rows, weights, n_rows: int):
+    """(weight total, column means, standard deviations): float64 on the host, two passes as
+    ``cpu_train.column_moments`` (the mean, then the mean squared deviation from it); the moments are None
+    when the weight total is 0 (nothing to average)."""
     sums = column_sums(X, rows, weights, n_rows, cuda.device_array(0, dtype=np.float64))
+    if not sums[0] > 0:
+        return float(sums[0]), None, None
     mean = sums[1:] / sums[0]
     squares = column_sums(X, rows, weights, n_rows, cuda_kernels.to_device(mean))
-    return mean, np.sqrt(squares[1:] / squares[0])
+    return float(sums[0]), mean, np.sqrt(squares[1:] / squares[0])
+
+
+def column_moments(X, rows, weights, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted column means and standard deviations (float64 host arrays): ``weighted_column_moments``."""
+    _, mean, std = weighted_column_moments(X, rows, weights, n_rows)
+    return mean, std
 
 
 def gram(X, Y, rows, weights, n_rows: int, shift_x: np.ndarray,

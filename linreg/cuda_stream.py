@@ -33,8 +33,10 @@ Per epoch, full batch: per chunk 2 launches and 2 copies to the device (3
 weighted) unless the chunk is resident; W and b copied once; one copy back (the
 sums). Mini-batch: per chunk the same copies (+ its row order when shuffled);
 per step W and b copied, 2 launches, one copy back. The statistics passes
-(standardize, lr="auto", solver="normal"/"gram") run ``outofcore.statistics_pass``
-on the host chunks: one pass per fit, bound by reading the file.
+(standardize, lr="auto", solver="normal"/"gram") are ``outofcore.statistics_pass``
+over the same device chunks with the in-memory GPU fit's Gram and moment kernels
+(``DeviceChunkStatistics``): per chunk the (F+1)-sized results come back and are
+combined on the host exactly as the CPU combines its chunks'.
 """
 
 from __future__ import annotations
@@ -245,6 +247,27 @@ class DeviceTeam:
         self.team.check_same(values, what)
 
 
+class DeviceChunkStatistics:
+    """``outofcore.ChunkStatistics`` of a device chunk: the Gram and moment kernels of the in-memory GPU fit
+    (``kernels.cuda_train.gram`` / ``weighted_column_moments``), the (F+1)-sized results copied back."""
+
+    def __init__(self, chunks: DeviceChunks) -> None:
+        from linreg.kernels import cuda_train
+
+        self._train, self.chunks = cuda_train, chunks
+        self.zero_x, self.zero_y = np.zeros(chunks.data.n_features), np.zeros(chunks.data.n_outputs)
+
+    def _weights(self, weights):
+        return self.chunks.no_weights if weights is None else weights
+
+    def gram(self, X, Y, weights):
+        return self._train.gram(X, Y, self.chunks.no_order, self._weights(weights), X.shape[0], self.zero_x,
+                                self.zero_y)
+
+    def moments(self, X, weights):
+        return self._train.weighted_column_moments(X, self.chunks.no_order, self._weights(weights), X.shape[0])
+
+
 class DeviceStreamed(outofcore.Streamed):
     """``outofcore.Streamed`` whose run gets its gradient sums from the GPU (``DeviceChunks``, ``DeviceSums``)."""
 
@@ -256,9 +279,13 @@ class DeviceStreamed(outofcore.Streamed):
 
             cuda.select_device(device.index)  # numba on the GPU torch (and NCCL) use: LOCAL_RANK % n_devices
         super().__init__(data, reader, team, batch_counts, local_batch)
+        self.chunks = DeviceChunks(reader)  # one pair of buffers for the statistics pass and the run
+
+    def _statistics_on(self) -> tuple:
+        return self.chunks, DeviceChunkStatistics(self.chunks)
 
     def start_gd(self, spec, state, lr: float, rows, val_rows, seed: int):
-        chunks = DeviceChunks(self.reader)
+        chunks = self.chunks
         sums = DeviceSums(chunks)
         team = DeviceTeam(self.team, chunks.compute_stream, sums.size)
         return outofcore.StreamingRun(chunks, team, spec, state, lr, seed, self.batch_counts, self.local_batch,

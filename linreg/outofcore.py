@@ -542,25 +542,46 @@ class _Sums:
         return np.concatenate([[loss * unscale, n], (self._dW * (unscale / 2)).ravel(), self._db * (unscale / 2)])
 
 
-def statistics_pass(reader: ShardReader, team: Collective, *, gram: bool, moments: bool) -> Statistics:
-    """One pass over the rank's chunks: summed Gram statistics, Chan-combined moments; then reduced over ranks."""
-    from linreg.kernels import cpu_train
+class ChunkStatistics:
+    """The statistics of one chunk (X, Y, weights or None) on the CPU; ``linreg.cuda_stream`` has the GPU's."""
 
+    @staticmethod
+    def gram(X: np.ndarray, Y: np.ndarray, weights: np.ndarray | None):
+        """(G, C, yy) of ``[X, 1]`` and Y about 0, weighted (``kernels.cpu_train.gram``)."""
+        from linreg.kernels import cpu_train
+
+        return cpu_train.gram(X, Y, None, weights)
+
+    @staticmethod
+    def moments(X: np.ndarray, weights: np.ndarray | None) -> tuple[float, np.ndarray | None, np.ndarray | None]:
+        """(weight total, column means, standard deviations); the moments are None for a chunk of weight 0."""
+        from linreg.kernels import cpu_train
+
+        weight = float(X.shape[0] if weights is None else weights.sum())
+        if not weight > 0:
+            return weight, None, None
+        return (weight, *cpu_train.column_moments(X, None, weights))
+
+
+def statistics_pass(reader: ShardReader, team: Collective, *, gram: bool, moments: bool,
+                    chunk_statistics=ChunkStatistics) -> Statistics:
+    """One pass over the rank's chunks: summed Gram statistics, Chan-combined moments; then reduced over ranks.
+
+    ``reader`` and ``chunk_statistics``: where the chunks are and the statistics of one are computed (the GPU's
+    in ``linreg.cuda_stream``)."""
     n_features, n_outputs = reader.data.n_features, reader.data.n_outputs
     stats = Statistics()
     G, C, yy = np.zeros((n_features + 1, n_features + 1)), np.zeros((n_features + 1, n_outputs)), np.zeros(n_outputs)
     chunk_weights, chunk_means, chunk_m2 = [], [], []
-    for k in range(reader.n_chunks):
-        X, Y, weights = reader.read(k)
+    for X, Y, weights, _ in reader.chunks(range(reader.n_chunks)):
         if gram:
-            G_k, C_k, yy_k = cpu_train.gram(X, Y, None, weights)
+            G_k, C_k, yy_k = chunk_statistics.gram(X, Y, weights)
             G += G_k
             C += C_k
             yy += yy_k
         if moments:
-            weight = float(X.shape[0] if weights is None else weights.sum())
+            weight, mean, std = chunk_statistics.moments(X, weights)
             if weight > 0:  # a chunk of zero weight adds nothing (and its weighted mean is 0/0)
-                mean, std = cpu_train.column_moments(X, None, weights)
                 chunk_weights.append(weight)
                 chunk_means.append(mean)
                 chunk_m2.append(std * std * weight)
@@ -709,10 +730,15 @@ class Streamed:
     def statistics(self, rows, *, gram: bool, moments: bool, centred: bool = False) -> Statistics:
         # Chunks and ranks sum statistics about 0 (centred is a request, not a requirement).
         started = time.perf_counter()
-        stats = statistics_pass(self.reader, self.team, gram=gram, moments=moments)
+        reader, chunk_statistics = self._statistics_on()
+        stats = statistics_pass(reader, self.team, gram=gram, moments=moments, chunk_statistics=chunk_statistics)
         stats.n_samples, stats.weighted = self.n_samples, self.weighted  # every rank's rows
         self.statistics_seconds += time.perf_counter() - started
         return stats
+
+    def _statistics_on(self) -> tuple:
+        """Where the statistics pass reads the chunks and computes their statistics (the GPU's source: there)."""
+        return self.reader, ChunkStatistics
 
     def start_gd(self, spec: Spec, state, lr: float, rows, val_rows, seed: int) -> GDRun:
         return StreamingRun(self.reader, self.team, spec, state, lr, seed, self.batch_counts, self.local_batch)

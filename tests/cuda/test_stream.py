@@ -199,6 +199,16 @@ def test_minibatch_steps_launch_two_kernels_and_copy_the_sums_back_once(files, s
     assert record.to_device.count(8 * 8) == 4 and record.to_device.count(5 * 8) == 1  # each chunk's row order
 
 
+def test_the_statistics_pass_runs_on_the_device_chunks(files, small_grid, transfers):
+    """standardize + lr="auto": one pass, per chunk the Gram kernel and the two moment passes on the device; the
+    chunks cross once for it, and the (F+1)-sized results come back."""
+    record = epoch_transfers(transfers, files[1], dict(lr="auto", standardize=True), epochs=1)
+    statistics = [name for name in record.launches if name in ("gram_partials", "column_partials")]
+    assert statistics == ["gram_partials", "column_partials", "column_partials"] * 5
+    gram_terms = (N_FEATURES + 1) ** 2 + (N_FEATURES + 1) * N_OUTPUTS + N_OUTPUTS
+    assert record.to_host.count(gram_terms * 8) == 5
+
+
 def test_a_shard_of_two_chunks_stays_on_the_device(files, small_grid, transfers):
     """At most two chunks: each keeps its own buffer, so X and Y cross once per fit, not once per epoch."""
     half = 19 * 43  # 19 rows a chunk: 2 chunks
