@@ -125,3 +125,19 @@ def test_checkpoint_and_resume_with_device_arrays(small_grid, tmp_path, transfer
     with pytest.raises(ValueError, match="data"):
         LinearRegressor(epochs=6, **settings).fit(device_X, cuda.to_device(other), sample_weight=device_w,
                                                   resume=True)
+
+
+def test_checkpoint_and_resume_of_the_plain_loop_with_device_arrays(small_grid, tmp_path, transfers):
+    """The seeds' plain loop (kernels.cuda.gd) on device arrays: checkpoints and resume too."""
+    X, Y, W0, b0 = problem()
+    settings = dict(backend="cuda", lr=0.05, init=(W0, b0), checkpoint_path=str(tmp_path / "plain.npz"),
+                    checkpoint_every=2)
+    device_X, device_Y = cuda.to_device(X), cuda.to_device(Y)
+    LinearRegressor(epochs=4, **settings).fit(device_X, device_Y)
+    transfers.clear()
+    resumed = LinearRegressor(epochs=7, **settings).fit(device_X, device_Y, resume=True)
+    assert transfers.launches.count("finish_step") == 3  # epochs 4, 5, 6 only
+    whole = LinearRegressor(epochs=7, **(settings | dict(checkpoint_path=None, checkpoint_every=None))).fit(
+        device_X, device_Y)
+    np.testing.assert_array_equal(resumed.coef_, whole.coef_)
+    np.testing.assert_array_equal(resumed.loss_history_, whole.loss_history_)
