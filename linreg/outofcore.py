@@ -41,7 +41,8 @@ optimiser, penalty, schedule and standardisation are the in-memory engine's):
   is ``linreg.driver.fit`` with ``Streamed`` as its source, as every fit.
 * Not out of core: ``early_stopping`` (it needs a random validation subset of
   rows held apart for every epoch) and ``backend="torch"``: a ValueError, never
-  a silent fallback.
+  a silent fallback. ``backend="cuda"`` runs this same fit with the chunks streamed
+  to the GPU and the sums computed there (``linreg.cuda_stream``).
 
 Shuffling. In memory, each epoch visits the rows in one global permutation;
 out of core that would mean a random read per row. Instead each epoch visits
@@ -676,7 +677,8 @@ class StreamingRun(GDRun):
             if batch is None:  # this rank's shard is used up for the epoch: it adds nothing to the global batch
                 local = self.sums.zeros()
             else:
-                local = self.sums.batch(*batch[:2], W, b, *batch[2:])
+                X, Y, weights, order, start, stop = batch
+                local = self.sums.batch(X, Y, W, b, weights, order, start, stop)
             value, weight = self._step(local, lr, f"the gradient sums of epoch {epoch}, step {step}")
             if not np.isfinite(value):
                 return value
