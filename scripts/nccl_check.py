@@ -9,7 +9,7 @@ CUDA tensor copy). Rank 0 writes both results; this script compares them (same s
 parameters and histories within 1e-6 relative, as the simulator suite).
 
 Exit status: 0 equal, 1 different or a rank failed, 77 skipped (torch without CUDA or NCCL, or fewer GPUs
-than ranks: the reason is printed). ``--dist-backend gloo --rows 300`` runs the same plumbing without a GPU
+than ranks: the reason is printed). ``--dist-backend gloo --rows 300 --epochs 2`` runs the same plumbing without a GPU
 (under the CUDA simulator: tests/cuda/test_stream.py).
 """
 
@@ -59,12 +59,13 @@ def relative_error(actual, expected) -> float:
     return float(np.linalg.norm(actual - expected) / max(np.linalg.norm(expected), 1e-300))
 
 
-def worker(folder: Path, out: Path, dist_backend: str) -> int:
+def worker(folder: Path, out: Path, dist_backend: str, epochs: int | None) -> int:
     from linreg import LinearRegressor, distributed
 
     distributed.init(dist_backend, timeout=120)
     results = {}
     for name, options in FITS:
+        options = options | ({"epochs": epochs} if epochs else {})
         for backend in ("cuda", "cpu"):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -86,10 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--dist-backend", choices=("nccl", "gloo"), default="nccl")
     parser.add_argument("--rows", type=int, default=20_011)
+    parser.add_argument("--epochs", type=int, help="every fit's epochs (default: each fit's own)")
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)  # the data folder, for the ranks
     args = parser.parse_args(argv)
     if args.worker is not None:
-        return worker(args.worker, args.out, args.dist_backend)
+        return worker(args.worker, args.out, args.dist_backend, args.epochs)
     reason = skip_reason(args.ranks) if args.dist_backend == "nccl" else None
     if reason is not None:
         print(f"nccl check: skipped: {reason}")
@@ -100,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         outofcore.write_synthetic(Path(folder) / "X.npy", Path(folder) / "Y.npy", args.rows, 10, n_outputs=2)
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.ranks}",
                    str(Path(__file__).resolve()), "--worker", folder, "--out", str(args.out),
-                   "--dist-backend", args.dist_backend]
+                   "--dist-backend", args.dist_backend] + (["--epochs", str(args.epochs)] if args.epochs else [])
         environment = {**os.environ, "PYTHONPATH": os.pathsep.join(
             [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
         if args.dist_backend == "nccl":
