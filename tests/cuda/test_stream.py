@@ -327,3 +327,13 @@ def test_the_gpu_checks_nccl_step_runs_its_plumbing_on_gloo(tmp_path):
     assert len(lines) == 3 and all(": ok (" in line for line in lines), result.stdout
     saved = json.loads((tmp_path / "result.json").read_text())
     assert saved["device"] == "the CUDA simulator" and len(saved["gd-momentum/cuda"]["history"]) == 2
+
+
+def test_what_cannot_stream_is_refused_naming_it_on_cuda_too(files, small_grid):
+    """early_stopping (a random validation subset held apart every epoch) is refused out of core on both backends;
+    the torch backend does not stream: clear errors, never a silent fallback."""
+    paths = files[1]
+    with pytest.raises(ValueError, match="early_stopping is not supported out of core"):
+        outofcore.fit(LinearRegressor(backend="cuda", early_stopping=True, tol=1e-3), paths["X"], paths["Y"])
+    with pytest.raises(ValueError, match="run on backend='cpu' or 'cuda'"):
+        outofcore.fit(LinearRegressor(backend="torch"), paths["X"], paths["Y"])
