@@ -2,8 +2,9 @@
 
 Every fit here is compared with the same streamed fit on backend="cpu" (the same chunks, chunk and row orders,
 the same Stepper): same stop reason and n_iter, parameters and histories within 1e-6 relative (float64), as
-tests/cuda/test_engine.py. The chunk budget makes 37 rows into 5 chunks of 8 (the last: 5), each 2 or 3 blocks of
-the patched small grid, so both buffers, the chunk tail and several blocks per chunk run.
+tests/cuda/test_engine.py. The chunk budget makes 37 rows into 5 chunks of 8 (the last: 5), each 2 blocks of
+the patched small grid, so both buffers, the chunk tail and several blocks per chunk run (a shuffled mini-batch
+run's rows also hold their order: 10 chunks of 4 at the same budget).
 """
 
 import json
