@@ -512,20 +512,31 @@ def _cast_column(src, dst):
         dst[i, 0] = src[i]
 
 
+@cuda.jit(cache=True)
+def _gather_rows(src, rows, dst):
+    """dst[r, j] = src[rows[r], j]: a few rows of a device array, made contiguous for one copy to the host."""
+    n_cols = src.shape[1]
+    for k in range(cuda.grid(1), rows.shape[0] * n_cols, cuda.gridsize(1)):
+        r = k // n_cols
+        j = k - r * n_cols
+        dst[r, j] = src[rows[r], j]
+
+
 # --------------------------------------------------------------------------- launchers
 
 
-def _launch(kernel, n_blocks: int, *args) -> None:
+def _launch(kernel, n_blocks: int, *args, stream=0) -> None:
     """Launch ``kernel`` on ``n_blocks`` x THREADS_PER_BLOCK. All launches go through here (tests count them).
 
-    Refuses host arrays: numba would copy them to the device and back on every launch.
+    ``stream``: the CUDA stream to queue it on (0: the default stream). Refuses host arrays: numba would copy
+    them to the device and back on every launch.
     """
     if not 1 <= THREADS_PER_BLOCK <= _MAX_THREADS_PER_BLOCK:
         raise ValueError(f"THREADS_PER_BLOCK must be in [1, {_MAX_THREADS_PER_BLOCK}], got {THREADS_PER_BLOCK}")
     for arg in args:
         if isinstance(arg, np.ndarray):
             raise TypeError(f"kernel argument {arg.shape} {arg.dtype} is a host array; copy it to the device once")
-    kernel[n_blocks, THREADS_PER_BLOCK](*args)
+    kernel[n_blocks, THREADS_PER_BLOCK, stream](*args)
 
 
 def to_device(array: np.ndarray):
@@ -586,6 +597,14 @@ def cast(array, dtype: np.dtype):
         out = cuda.device_array(array.shape, dtype=dtype)
         _launch(_cast_2d, _elementwise_blocks(array.shape[0] * array.shape[1]), array, out)
     return out
+
+
+def rows_to_host(array, rows: np.ndarray) -> np.ndarray:
+    """``array[rows]`` of a 2-D device array as a host array: one gather launch, one small copy back."""
+    out = cuda.device_array((rows.shape[0], array.shape[1]), dtype=array.dtype)
+    _launch(_gather_rows, _elementwise_blocks(rows.shape[0] * array.shape[1]), array,
+            to_device(np.ascontiguousarray(rows, np.int64)), out)
+    return to_host(out)
 
 
 def first_nonfinite(array) -> tuple[int, ...] | None:
@@ -826,6 +845,7 @@ def kernel_signatures(dtype: np.dtype) -> list[tuple[str, object, tuple]]:
         ("fill", _fill, (i64_1d, i64)),
         ("cast_2d", _cast_2d, (array(2, layout="A"), array(2))),
         ("cast_column", _cast_column, (array(1, layout="A"), array(2))),
+        ("gather_rows", _gather_rows, (array(2, layout="A"), i64_1d, array(2))),
     ]
     own = [(name, getattr(kernel, "py_func", kernel), argtypes) for name, kernel, argtypes in entries]
     # The other CUDA modules' kernels, so that the compile check and kernels.report cover every kernel.

@@ -340,11 +340,27 @@ def _sum_blocks(parts, n_blocks, out):
         out[k] = total
 
 
+@cuda.jit(cache=True)
+def _accumulate_blocks(parts, n_blocks, total, first):
+    """total[k] (+)= parts[0, k] + parts[1, k] + ... in block order; ``first``: total[k] = that sum.
+
+    The streamed full-batch epoch (``linreg.cuda_stream``): called once per chunk on one stream, so the chunks'
+    sums are added in chunk order, as the CPU streamed run adds them; one thread per column, grid-stride."""
+    for k in range(cuda.grid(1), total.shape[0], cuda.gridsize(1)):
+        chunk_total = 0.0
+        for block in range(n_blocks):
+            chunk_total += parts[block, k]
+        if first:
+            total[k] = chunk_total
+        else:
+            total[k] += chunk_total
+
+
 # --------------------------------------------------------------------------- launchers
 
 
-def _launch(kernel, n_blocks: int, *args) -> None:
-    cuda_kernels._launch(kernel, n_blocks, *args)  # the one launcher (tests count launches there)
+def _launch(kernel, n_blocks: int, *args, stream=0) -> None:
+    cuda_kernels._launch(kernel, n_blocks, *args, stream=stream)  # the one launcher (tests count launches there)
 
 
 def _empty_index():
@@ -362,13 +378,22 @@ def column_sums(X, rows, weights, n_rows: int, center) -> np.ndarray:
     return cuda_kernels.to_host(out)
 
 
-def column_moments(X, rows, weights, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """Weighted column means and standard deviations (float64 host arrays), two passes as
-    ``cpu_train.column_moments``: the mean, then the mean squared deviation from it."""
+def weighted_column_moments(X, rows, weights, n_rows: int):
+    """(weight total, column means, standard deviations): float64 on the host, two passes as
+    ``cpu_train.column_moments`` (the mean, then the mean squared deviation from it); the moments are None
+    when the weight total is 0 (nothing to average)."""
     sums = column_sums(X, rows, weights, n_rows, cuda.device_array(0, dtype=np.float64))
+    if not sums[0] > 0:
+        return float(sums[0]), None, None
     mean = sums[1:] / sums[0]
     squares = column_sums(X, rows, weights, n_rows, cuda_kernels.to_device(mean))
-    return mean, np.sqrt(squares[1:] / squares[0])
+    return float(sums[0]), mean, np.sqrt(squares[1:] / squares[0])
+
+
+def column_moments(X, rows, weights, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted column means and standard deviations (float64 host arrays): ``weighted_column_moments``."""
+    _, mean, std = weighted_column_moments(X, rows, weights, n_rows)
+    return mean, std
 
 
 def gram(X, Y, rows, weights, n_rows: int, shift_x: np.ndarray,
@@ -431,11 +456,16 @@ class Batches:
             raise ValueError(f"need TILE_ROWS, TILE_OUTPUTS >= 1 and TILE_ROWS * TILE_OUTPUTS <= {_TILE_CAPACITY}, "
                              f"got {self.tile_rows} x {self.tile_outputs}")
 
-    def partials(self, X, Y, Wk, bk, order, weights, start: int, stop: int, counters) -> int:
+    def partials(self, X, Y, Wk, bk, order, weights, start: int, stop: int, counters, stream=0) -> int:
         """Launch ``_batch_partials`` over positions [start, stop); returns the number of blocks it filled."""
-        n_blocks, rows_per_block = self.geometry[stop - start]
+        geometry = self.geometry.get(stop - start)
+        if geometry is None:  # a length not announced (the streamed run's chunk tails): its own grid, same rule
+            geometry = self.geometry[stop - start] = cuda_kernels.grid(stop - start, self.n_terms)
+            if geometry[0] > self.parts.shape[0]:  # (rare: grid's block count is not monotone in the length)
+                self.parts = cuda.device_array((geometry[0], self.n_terms), dtype=np.float64)
+        n_blocks, rows_per_block = geometry
         _launch(_batch_partials, n_blocks, X, Y, Wk, bk, order, weights, start, stop, self.parts, rows_per_block,
-                self.tile_rows, self.tile_outputs, counters)
+                self.tile_rows, self.tile_outputs, counters, stream=stream)
         return n_blocks
 
 
@@ -486,5 +516,6 @@ def kernel_signatures(dtype: np.dtype) -> list[tuple[str, object, tuple]]:
         ("column_partials", _column_partials, (array(2), i64_1d, f64_1d, i64, f64_1d, f64_2d, i64)),
         ("gram_partials", _gram_partials, (array(2), array(2), i64_1d, f64_1d, i64, f64_1d, f64_1d, f64_2d, i64)),
         ("sum_blocks", _sum_blocks, (f64_2d, i64, f64_1d)),
+        ("accumulate_blocks", _accumulate_blocks, (f64_2d, i64, f64_1d, types.boolean)),
     ]
     return [(name, getattr(kernel, "py_func", kernel), argtypes) for name, kernel, argtypes in entries]

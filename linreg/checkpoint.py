@@ -26,13 +26,16 @@ FORMAT_VERSION = 1
 FREE_PARAMS = RESUMABLE
 
 
-def fingerprint(X: np.ndarray, Y: np.ndarray, weights: np.ndarray | None) -> str:
-    """Shape, dtype and a hash of up to 1024 evenly spaced rows (and all weights): catches the wrong data cheaply."""
+def fingerprint(X: np.ndarray, Y: np.ndarray, weights: np.ndarray | None, *, rows_of=None) -> str:
+    """Shape, dtype and a hash of up to 1024 evenly spaced rows (and all weights): catches the wrong data cheaply.
+
+    ``rows_of(array, rows)``: those rows as a host array, for data held elsewhere (GPU arrays:
+    ``kernels.cuda.rows_to_host``); the same numbers give the same fingerprint wherever they are."""
     digest = hashlib.blake2b(digest_size=16)
     rows = np.unique(np.linspace(0, X.shape[0] - 1, min(X.shape[0], 1024)).astype(np.int64))
     for array in (X, Y):
-        digest.update(f"{array.shape}{array.dtype}".encode())
-        digest.update(np.ascontiguousarray(array[rows]).tobytes())
+        digest.update(f"{tuple(array.shape)}{np.dtype(array.dtype)}".encode())
+        digest.update(np.ascontiguousarray(array[rows] if rows_of is None else rows_of(array, rows)).tobytes())
     if weights is not None:
         digest.update(np.ascontiguousarray(weights).tobytes())
     return digest.hexdigest()

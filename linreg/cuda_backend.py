@@ -143,6 +143,27 @@ def check_device_X_y(X: Any, y: Any):
     return X_device, Y_device
 
 
+def check_device_sample_weight(sample_weight: Any, n_samples: int):
+    """``_validation.check_sample_weight`` for GPU weights: (float64 host copy, float64 device array) or (None, None).
+
+    The weights (8 bytes a row, a fraction 1/n_features of X) are copied to the host once and checked by the
+    host rule (finite, non-negative, not all zero; the validation split and checkpoints use that copy too);
+    the kernels read the device array in place when it is contiguous float64, else a converted copy.
+    """
+    if sample_weight is None:
+        return None, None
+    cuda_kernels = require_cuda()
+    if not is_device_data(sample_weight):
+        weights = check.check_sample_weight(sample_weight, n_samples)
+        return weights, cuda_kernels.to_device(weights)
+    device = cuda_kernels.as_device_array(sample_weight)
+    if tuple(device.shape) != (n_samples,):
+        raise ValueError(f"sample_weight must have shape ({n_samples},), got {tuple(device.shape)}")
+    weights = check.check_sample_weight(cuda_kernels.to_host(device), n_samples)
+    in_place = np.dtype(device.dtype) == np.float64 and device.strides[0] == 8
+    return weights, device if in_place else cuda_kernels.to_device(weights)
+
+
 # --------------------------------------------------------------------------- the backend
 
 

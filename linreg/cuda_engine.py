@@ -29,12 +29,31 @@ from __future__ import annotations
 
 import numpy as np
 
-from linreg import training
+from linreg import driver, training
 from linreg._engine import _CompiledRun, engine_config
 from linreg.cuda_backend import is_device_data, require_cuda
 from linreg.kernels import codes, cpu_train
 from linreg.options import Spec
 from linreg.training import Statistics
+
+
+class DeviceData(driver.InMemory):
+    """``driver.InMemory`` for GPU X and Y (and weights, kept on the device too): what the estimator validated.
+
+    The host rules that need the data use what is small: the validation split and the weight checks the host
+    copy of the weights, the checkpoint fingerprint ``kernels.cuda.rows_to_host`` of its sampled rows (so the
+    same numbers give the same fingerprint on the host and on the device).
+    """
+
+    def __init__(self, X, Y, weights: np.ndarray | None, device_weights, *, y_was_1d: bool = False) -> None:
+        super().__init__(X, Y, weights, y_was_1d=y_was_1d)
+        self.device_weights = device_weights
+
+    def fingerprint(self) -> str:
+        from linreg import checkpoint
+
+        kernels = require_cuda()
+        return checkpoint.fingerprint(self.X, self.Y, self.weights, rows_of=kernels.rows_to_host)
 
 
 class DeviceRows:
@@ -55,8 +74,13 @@ class DeviceRows:
         self.dtype, self.weighted = source.dtype, source.weighted
         self.X = kernels.as_device_array(source.X) if is_device_data(source.X) else kernels.to_device(source.X)
         self.Y = kernels.as_device_array(source.Y) if is_device_data(source.Y) else kernels.to_device(source.Y)
-        self.weights = (kernels.to_device(np.ascontiguousarray(source.weights, np.float64))
-                        if source.weights is not None else kernels.empty(0, np.float64))
+        device_weights = getattr(source, "device_weights", None)  # GPU weights: used in place (DeviceData)
+        if device_weights is not None:
+            self.weights = device_weights
+        elif source.weights is not None:
+            self.weights = kernels.to_device(np.ascontiguousarray(source.weights, np.float64))
+        else:
+            self.weights = kernels.empty(0, np.float64)
 
     def agree(self, W0: np.ndarray, b0: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, int]:
         return self.host.agree(W0, b0, seed)

@@ -108,10 +108,12 @@ def init(backend: str = "gloo", timeout: float = DEFAULT_TIMEOUT_S) -> None:
         raise DistributedError(f"no process group to join: {', '.join(missing)} not set. Launch with torchrun "
                                "(e.g. torchrun --nproc-per-node 2 -m linreg train ... --distributed), or set them")
     configure_threads()
-    if backend == "nccl":
+    if backend == "nccl":  # one GPU per rank (LOCAL_RANK % n_devices); backend="cuda" fits use the same one
         import torch
 
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        from linreg.cuda_stream import device_for_rank
+
+        torch.cuda.set_device(device_for_rank(torch.cuda.device_count()))
     started = time.perf_counter()
     try:
         dist.init_process_group(backend, timeout=timedelta(seconds=timeout))

@@ -203,11 +203,13 @@ def fit(spec: Spec, params: dict[str, Any], source, *, one_output: bool, feature
     unsupported = spec.non_plain_options() + (["sample_weight"] if weights is not None else [])
     statistics = None
     # The other backends run the seeds' plain loop; lr="auto" is only its step, found by a host Gram pass.
-    auto_step_only = (backend.name != "cpu" and unsupported == ["lr='auto'"] and isinstance(source.X, np.ndarray))
+    auto_step_only = (backend.name != "cpu" and unsupported == ["lr='auto'"] and not source.streams
+                      and isinstance(source.X, np.ndarray))
     sparse = getattr(source, "sparse", False)  # sparse X (linreg.sparse) always trains on the engine
-    # backend="cuda" beyond the seeds' loop: the same plan below, on a source whose rows and steps are on the GPU.
-    on_device = backend.name == "cuda" and not source.streams and bool(unsupported) and not auto_step_only
-    if on_device:
+    # backend="cuda" beyond the seeds' loop: the same plan below, on a source whose rows and steps are on the GPU
+    # (streamed sources come already on the GPU: linreg.cuda_stream.DeviceStreamed).
+    on_device = backend.name == "cuda" and (source.streams or (bool(unsupported) and not auto_step_only))
+    if on_device and not source.streams:
         from linreg.cuda_engine import DeviceRows
 
         source = DeviceRows(source)

@@ -117,14 +117,13 @@ class LinearRegressor:
         if self.backend == "cuda":
             from linreg import cuda_backend
 
-            if cuda_backend.is_device_data(X, y):  # validated on the device and used in place
-                if sample_weight is not None:
-                    raise ValueError("sample_weight needs backend='cpu' and host data")
-                if self.checkpoint_path is not None:
-                    raise ValueError("checkpoints fingerprint the data on the host: pass host arrays, or no "
-                                     "checkpoint_path, with GPU data")
+            if cuda_backend.is_device_data(X, y, sample_weight):  # validated on the device and used in place
+                from linreg.cuda_engine import DeviceData
+
                 X2, Y2 = cuda_backend.check_device_X_y(X, y)
-                return driver.InMemory(X2, Y2, None), getattr(y, "ndim", None) == 1, None
+                one_output = getattr(y, "ndim", None) == 1
+                return DeviceData(X2, Y2, *cuda_backend.check_device_sample_weight(sample_weight, X2.shape[0]),
+                                  y_was_1d=one_output), one_output, None
         if check.is_sparse(X):  # scipy.sparse: its own source and kernels, never densified (linreg.sparse)
             from linreg import sparse
 

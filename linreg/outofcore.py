@@ -41,7 +41,8 @@ optimiser, penalty, schedule and standardisation are the in-memory engine's):
   is ``linreg.driver.fit`` with ``Streamed`` as its source, as every fit.
 * Not out of core: ``early_stopping`` (it needs a random validation subset of
   rows held apart for every epoch) and ``backend="torch"``: a ValueError, never
-  a silent fallback.
+  a silent fallback. ``backend="cuda"`` runs this same fit with the chunks streamed
+  to the GPU and the sums computed there (``linreg.cuda_stream``).
 
 Shuffling. In memory, each epoch visits the rows in one global permutation;
 out of core that would mean a random read per row. Instead each epoch visits
@@ -344,17 +345,21 @@ class ShardReader:
         start = self.lo + k * self.chunk_rows
         return start, min(start + self.chunk_rows, self.hi)
 
-    def read(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Chunk k as views of the reused buffers: (X, Y, weights or None). Valid until the next read."""
+    def read(self, k: int, out: tuple | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Chunk k as views of the reused buffers: (X, Y, weights or None). Valid until the next read.
+
+        ``out``: other buffers (X, Y, weights or None) shaped as this reader's, e.g. pinned ones for the GPU
+        (``linreg.cuda_stream``)."""
+        buffer_X, buffer_Y, buffer_w = (self._X, self._Y, self._w) if out is None else out
         start, stop = self.bounds(k)
         n = stop - start
-        X, Y = self._X[:n], self._Y[:n]
+        X, Y = buffer_X[:n], buffer_Y[:n]
         self.data.X.read(start, stop, X)
         self.data.Y.read(start, stop, Y)
         weights = None
-        if self._w is not None:
-            self.data.weights.read(start, stop, self._w[:n])
-            weights = self._w[:n, 0]
+        if buffer_w is not None:
+            self.data.weights.read(start, stop, buffer_w[:n])
+            weights = buffer_w[:n, 0]
         if not self._checked[k]:  # (the weights were checked whole before training: see _check_weights)
             self._check_finite(X, "X", start, two_d=True)
             self._check_finite(Y, "y", start, two_d=not self.data.one_output)
@@ -370,6 +375,13 @@ class ShardReader:
         row, column = divmod(flat, values.shape[1]) if values.ndim == 2 else (flat, 0)
         where = f"row {start + row}" + (f", column {column}" if two_d else "")
         raise ValueError(f"{name} contains {values.reshape(-1)[flat]} at {where}; remove or impute non-finite values")
+
+    def chunks(self, ks, order_of=None) -> Iterator[tuple]:
+        """(X, Y, weights or None, order or None) of the chunks ``ks`` in turn; ``order_of(k, n_rows)``: the
+        positions in which chunk k's rows are visited (None: in order). The GPU's reader has the same method."""
+        for k in ks:
+            X, Y, weights = self.read(int(k))
+            yield X, Y, weights, None if order_of is None else order_of(int(k), X.shape[0])
 
 
 # --------------------------------------------------------------------------- collectives
@@ -496,6 +508,20 @@ class _Sums:
     def zeros(self) -> np.ndarray:
         return np.zeros(self.size)
 
+    def total(self, chunks, W: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """The sums of whole chunks (``ShardReader.chunks``) at (W, b), added in chunk order: a full-batch epoch."""
+        local = self.zeros()
+        for X, Y, weights, _ in chunks:
+            local += self.of(X, Y, W, b, weights)
+        return local
+
+    def batch(self, X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray, weights: np.ndarray | None,
+              order: np.ndarray | None, start: int, stop: int) -> np.ndarray:
+        """The sums of positions [start, stop) of a chunk: its rows ``order[start:stop]`` (None: in order)."""
+        if order is None:  # in order: the batch is a contiguous slice, as in memory
+            return self.of(X[start:stop], Y[start:stop], W, b, None if weights is None else weights[start:stop])
+        return self.of(X, Y, W, b, weights, order[start:stop])
+
     def of(self, X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray, weights: np.ndarray | None,
            rows: np.ndarray | None = None) -> np.ndarray:
         from linreg._engine import batch_sums
@@ -517,25 +543,46 @@ class _Sums:
         return np.concatenate([[loss * unscale, n], (self._dW * (unscale / 2)).ravel(), self._db * (unscale / 2)])
 
 
-def statistics_pass(reader: ShardReader, team: Collective, *, gram: bool, moments: bool) -> Statistics:
-    """One pass over the rank's chunks: summed Gram statistics, Chan-combined moments; then reduced over ranks."""
-    from linreg.kernels import cpu_train
+class ChunkStatistics:
+    """The statistics of one chunk (X, Y, weights or None) on the CPU; ``linreg.cuda_stream`` has the GPU's."""
 
+    @staticmethod
+    def gram(X: np.ndarray, Y: np.ndarray, weights: np.ndarray | None):
+        """(G, C, yy) of ``[X, 1]`` and Y about 0, weighted (``kernels.cpu_train.gram``)."""
+        from linreg.kernels import cpu_train
+
+        return cpu_train.gram(X, Y, None, weights)
+
+    @staticmethod
+    def moments(X: np.ndarray, weights: np.ndarray | None) -> tuple[float, np.ndarray | None, np.ndarray | None]:
+        """(weight total, column means, standard deviations); the moments are None for a chunk of weight 0."""
+        from linreg.kernels import cpu_train
+
+        weight = float(X.shape[0] if weights is None else weights.sum())
+        if not weight > 0:
+            return weight, None, None
+        return (weight, *cpu_train.column_moments(X, None, weights))
+
+
+def statistics_pass(reader: ShardReader, team: Collective, *, gram: bool, moments: bool,
+                    chunk_statistics=ChunkStatistics) -> Statistics:
+    """One pass over the rank's chunks: summed Gram statistics, Chan-combined moments; then reduced over ranks.
+
+    ``reader`` and ``chunk_statistics``: where the chunks are and the statistics of one are computed (the GPU's
+    in ``linreg.cuda_stream``)."""
     n_features, n_outputs = reader.data.n_features, reader.data.n_outputs
     stats = Statistics()
     G, C, yy = np.zeros((n_features + 1, n_features + 1)), np.zeros((n_features + 1, n_outputs)), np.zeros(n_outputs)
     chunk_weights, chunk_means, chunk_m2 = [], [], []
-    for k in range(reader.n_chunks):
-        X, Y, weights = reader.read(k)
+    for X, Y, weights, _ in reader.chunks(range(reader.n_chunks)):
         if gram:
-            G_k, C_k, yy_k = cpu_train.gram(X, Y, None, weights)
+            G_k, C_k, yy_k = chunk_statistics.gram(X, Y, weights)
             G += G_k
             C += C_k
             yy += yy_k
         if moments:
-            weight = float(X.shape[0] if weights is None else weights.sum())
+            weight, mean, std = chunk_statistics.moments(X, weights)
             if weight > 0:  # a chunk of zero weight adds nothing (and its weighted mean is 0/0)
-                mean, std = cpu_train.column_moments(X, None, weights)
                 chunk_weights.append(weight)
                 chunk_means.append(mean)
                 chunk_m2.append(std * std * weight)
@@ -565,7 +612,8 @@ class StreamingRun(GDRun):
     """
 
     def __init__(self, reader: ShardReader, team: Collective, spec: Spec, engine_state, lr: float,
-                 seed: int, batch_counts: list[int] | None = None, local_batch_size: int | None = None) -> None:
+                 seed: int, batch_counts: list[int] | None = None, local_batch_size: int | None = None, *,
+                 sums=None) -> None:
         from linreg._engine import Stepper
 
         self.reader, self.team, self.spec, self.engine_state, self.seed = reader, team, spec, engine_state, seed
@@ -573,7 +621,8 @@ class StreamingRun(GDRun):
         self.lr_by_epoch = training.learning_rates(spec, lr, spec.epochs)
         self.loss_history = np.full(spec.epochs, np.nan)
         self.epoch_seconds: list[float] = []
-        self.sums = _Sums(reader.data.n_features, reader.data.n_outputs)
+        # The source of gradient sums: the CPU kernels, or the GPU's (``linreg.cuda_stream``, with its reader).
+        self.sums = _Sums(reader.data.n_features, reader.data.n_outputs) if sums is None else sums
         # Mini-batch: every rank takes the same number of steps (the largest count), contributing nothing once
         # its shard is used up, so the all-reduces pair up.
         self.batch_counts, self.local_batch_size = batch_counts, local_batch_size
@@ -614,10 +663,7 @@ class StreamingRun(GDRun):
 
     def _full_batch_epoch(self, epoch: int, lr: float) -> float:
         W, b = self.stepper.kernel_params()
-        local = self.sums.zeros()
-        for k in range(self.reader.n_chunks):
-            X, Y, weights = self.reader.read(k)
-            local += self.sums.of(X, Y, W, b, weights)
+        local = self.sums.total(self.reader.chunks(range(self.reader.n_chunks)), W, b)
         value, weight = self._step(local, lr, f"the gradient sums of epoch {epoch}")
         # As the engine's epoch loss (the weighted mean of its one batch), so histories match to the bit.
         return value if not np.isfinite(value) else value * weight / weight
@@ -631,8 +677,8 @@ class StreamingRun(GDRun):
             if batch is None:  # this rank's shard is used up for the epoch: it adds nothing to the global batch
                 local = self.sums.zeros()
             else:
-                X, Y, weights, rows = batch
-                local = self.sums.of(X, Y, W, b, weights, rows)
+                X, Y, weights, order, start, stop = batch
+                local = self.sums.batch(X, Y, W, b, weights, order, start, stop)
             value, weight = self._step(local, lr, f"the gradient sums of epoch {epoch}, step {step}")
             if not np.isfinite(value):
                 return value
@@ -641,17 +687,17 @@ class StreamingRun(GDRun):
         return epoch_loss / epoch_weight
 
     def _local_batches(self, epoch: int) -> Iterator[tuple]:
-        """This rank's batches of ``epoch``: (X, Y, weights) of the chunk buffers and the rows of the batch."""
-        reader, shuffle, rank = self.reader, self.spec.shuffle, self.team.rank
+        """This rank's batches of ``epoch``: (X, Y, weights, order) of a chunk and the positions [start, stop)
+        of the batch in its order (``_Sums.batch``)."""
+        reader, shuffle, rank, seed = self.reader, self.spec.shuffle, self.team.rank, self.seed
         batch = self.local_batch_size
-        for k in chunk_order(self.seed, rank, epoch, reader.n_chunks, shuffle):
-            X, Y, weights = reader.read(int(k))
-            order = row_order(self.seed, rank, epoch, int(k), X.shape[0], shuffle)
+
+        def order_of(k: int, n_rows: int) -> np.ndarray | None:
+            return row_order(seed, rank, epoch, k, n_rows, shuffle)
+
+        for X, Y, weights, order in reader.chunks(chunk_order(seed, rank, epoch, reader.n_chunks, shuffle), order_of):
             for s in range(0, X.shape[0], batch):
-                if order is None:  # in order: the batch is a contiguous slice, as in memory
-                    yield X[s:s + batch], Y[s:s + batch], None if weights is None else weights[s:s + batch], None
-                else:
-                    yield X, Y, weights, order[s:s + batch]
+                yield X, Y, weights, order, s, min(s + batch, X.shape[0])
 
     def parameters(self) -> tuple[np.ndarray, np.ndarray]:
         return self.engine_state.original_units()
@@ -686,10 +732,15 @@ class Streamed:
     def statistics(self, rows, *, gram: bool, moments: bool, centred: bool = False) -> Statistics:
         # Chunks and ranks sum statistics about 0 (centred is a request, not a requirement).
         started = time.perf_counter()
-        stats = statistics_pass(self.reader, self.team, gram=gram, moments=moments)
+        reader, chunk_statistics = self._statistics_on()
+        stats = statistics_pass(reader, self.team, gram=gram, moments=moments, chunk_statistics=chunk_statistics)
         stats.n_samples, stats.weighted = self.n_samples, self.weighted  # every rank's rows
         self.statistics_seconds += time.perf_counter() - started
         return stats
+
+    def _statistics_on(self) -> tuple:
+        """Where the statistics pass reads the chunks and computes their statistics (the GPU's source: there)."""
+        return self.reader, ChunkStatistics
 
     def start_gd(self, spec: Spec, state, lr: float, rows, val_rows, seed: int) -> GDRun:
         return StreamingRun(self.reader, self.team, spec, state, lr, seed, self.batch_counts, self.local_batch)
@@ -716,8 +767,8 @@ class Report:
 
 
 def _unsupported(estimator, spec: Spec) -> None:
-    if estimator.backend != "cpu":
-        raise ValueError(f"out-of-core and distributed training run on backend='cpu' (our kernels); got "
+    if estimator.backend not in ("cpu", "cuda"):
+        raise ValueError(f"out-of-core and distributed training run on backend='cpu' or 'cuda' (our kernels); got "
                          f"backend={estimator.backend!r}")
     if spec.early_stopping:
         raise ValueError("early_stopping is not supported out of core: it holds a random validation subset of the "
@@ -785,7 +836,11 @@ def _train(estimator, spec: Spec, data: Dataset, team: Collective, shards, chunk
         chunk_rows = chunk_rows_for(data, chunk_bytes)
     reader = ShardReader(data, lo, hi, chunk_rows)
     report = Report(n, n_features, n_outputs, str(data.dtype), team.world_size, shards, chunk_rows, reader.n_chunks)
-    source = Streamed(data, reader, team, batch_counts, local_batch)
+    if estimator.backend == "cuda":  # the same source with the chunks streamed to the GPU and summed there
+        from linreg.cuda_stream import DeviceStreamed as source_type
+    else:
+        source_type = Streamed
+    source = source_type(data, reader, team, batch_counts, local_batch)
     previous = estimator.fitted_state() if hasattr(estimator, "coef_") else None
     epochs_started = time.perf_counter()
     try:

@@ -5,7 +5,10 @@
 #   report/           linreg report --gpu: every workload with a cuda provider, achieved GB/s against the
 #                     device's copy bandwidth measured in the same run, ratios against torch CUDA (skipped,
 #                     with the reason, where torch has no CUDA)
-#   summary.txt       one line per step: ok / FAILED (exit status) / TIMED OUT, and the total time
+#   nccl-1.json/.log  backend="cuda" fits over NCCL with torchrun, 1 rank (and nccl-2.* with 2 ranks when there
+#                     are 2 GPUs) against the same fits on backend="cpu" (scripts/nccl_check.py); skipped, with
+#                     the reason, where torch has no CUDA or NCCL
+#   summary.txt       one line per step: ok / FAILED (exit status) / TIMED OUT / skipped, and the total time
 # Exit status: 0 when every step passed, 1 when one failed, 2 when no GPU is visible (nothing else runs),
 # 3 for bad arguments or a missing Python.
 #
@@ -22,11 +25,12 @@ cd "$(dirname "$0")/.." || exit 3
 
 PYTHON=${PYTHON:-.venv/bin/python}
 NVIDIA_SMI=${NVIDIA_SMI:-nvidia-smi}
-# Per-step limits (seconds): 20 + 270 + 170 stays under the 8 minutes with room for start-up. The report
-# rewrites its files after every case, so a report cut by its limit still leaves the cases that ran.
+# Per-step limits (seconds): 20 + 230 + 2 x 40 + 140 stays under the 8 minutes with room for start-up. The
+# report rewrites its files after every case, so a report cut by its limit still leaves the cases that ran.
 DEVICE_TIMEOUT=${DEVICE_TIMEOUT:-20}
-TESTS_TIMEOUT=${TESTS_TIMEOUT:-270}
-REPORT_TIMEOUT=${REPORT_TIMEOUT:-170}
+TESTS_TIMEOUT=${TESTS_TIMEOUT:-230}
+NCCL_TIMEOUT=${NCCL_TIMEOUT:-40}
+REPORT_TIMEOUT=${REPORT_TIMEOUT:-140}
 
 out=""
 quick=()
@@ -87,8 +91,10 @@ out=${out:-benchmarks/results/gpu/$(date -u +%Y-%m-%d)-${slug:-gpu}}
 if [ "$dry_run" = 1 ]; then
     echo "gpu-check (dry run): GPU visible: $first_gpu"
     printf '%s\n' "$numba_view"
-    echo "gpu-check (dry run): would write into $out: device.txt, tests-cuda.xml, tests-cuda.log, report/, summary.txt"
-    echo "gpu-check (dry run): python $PYTHON; limits: tests ${TESTS_TIMEOUT} s, report ${REPORT_TIMEOUT} s"
+    echo "gpu-check (dry run): would write into $out: device.txt, tests-cuda.xml, tests-cuda.log, nccl-*.json," \
+         "nccl-*.log, report/, summary.txt"
+    echo "gpu-check (dry run): python $PYTHON; limits: tests ${TESTS_TIMEOUT} s, NCCL ${NCCL_TIMEOUT} s a run," \
+         "report ${REPORT_TIMEOUT} s"
     exit 0
 fi
 
@@ -132,7 +138,23 @@ env -u NUMBA_ENABLE_CUDASIM LINREG_TEST_GPU=1 timeout "$TESTS_TIMEOUT" "$PYTHON"
 tests_status=$?
 record "tests/cuda on the GPU (LINREG_TEST_GPU=1), $(tail -n 1 "$out/tests-cuda.log")" "$tests_status"
 
-# 4. The GPU section of the report.
+# 4. Distributed over NCCL, one GPU per rank: 1 rank, and 2 when there are 2 GPUs (exit 77: skipped).
+n_gpus=$(printf '%s\n' "$gpu_names" | grep -c .)
+for ranks in 1 2; do
+    [ "$ranks" -le "$n_gpus" ] || { echo "distributed NCCL, $ranks ranks: skipped: $n_gpus GPU(s)" \
+        | tee -a "$out/summary.txt"; continue; }
+    env -u NUMBA_ENABLE_CUDASIM timeout "$NCCL_TIMEOUT" "$PYTHON" scripts/nccl_check.py --ranks "$ranks" \
+        --out "$out/nccl-$ranks.json" > "$out/nccl-$ranks.log" 2>&1
+    nccl_status=$?
+    if [ "$nccl_status" = 77 ]; then
+        echo "distributed NCCL, $ranks rank(s): skipped: $(grep -m 1 'skipped' "$out/nccl-$ranks.log")" \
+            | tee -a "$out/summary.txt"
+    else
+        record "distributed NCCL, $ranks rank(s), cuda vs cpu (log: nccl-$ranks.log)" "$nccl_status"
+    fi
+done
+
+# 5. The GPU section of the report.
 env -u NUMBA_ENABLE_CUDASIM timeout "$REPORT_TIMEOUT" "$PYTHON" -m linreg report --gpu "${quick[@]}" \
     --out "$out/report" > "$out/report.log" 2>&1
 report_status=$?

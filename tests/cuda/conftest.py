@@ -124,9 +124,9 @@ def transfers(monkeypatch):
 
     launch = cuda_kernels._launch
 
-    def counting_launch(kernel, n_blocks, *args):
+    def counting_launch(kernel, n_blocks, *args, **kwargs):
         record.launches.append(kernel_name(kernel))
-        return launch(kernel, n_blocks, *args)
+        return launch(kernel, n_blocks, *args, **kwargs)
 
     monkeypatch.setattr(cuda, "to_device", counting_to_device)
     monkeypatch.setattr(device_array_type, "copy_to_host", counting_copy_to_host)

@@ -269,8 +269,10 @@ def test_estimator_takes_device_arrays_end_to_end(dtype, small_grid, transfers):
     bad[5, 2] = np.nan
     with pytest.raises(ValueError, match=r"X contains nan at row 5, column 2"):
         fit("cuda", cuda.to_device(bad), device_y, **options)
-    with pytest.raises(ValueError, match="sample_weight needs backend='cpu'"):
-        LinearRegressor(backend="cuda").fit(device_X, device_y, sample_weight=np.ones(len(X)))
+    negative = np.ones(len(X))
+    negative[3] = -1.0
+    with pytest.raises(ValueError, match=r"sample_weight must be non-negative, got -1.0 at row 3"):
+        LinearRegressor(backend="cuda").fit(device_X, device_y, sample_weight=cuda.to_device(negative))
     with pytest.raises(ValueError, match="X has 4 features, but LinearRegressor is expecting 5"):
         model.predict(cuda.to_device(np.ascontiguousarray(X[:, :4])))
 
