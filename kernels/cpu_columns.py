@@ -269,16 +269,12 @@ def dictionary_decode(values: np.ndarray, num_values: int, skip: int, dictionary
                 # A page's last group may be cut short after its last value: only the values needed must be there.
                 if first_bit + (min(count, num_values - index)) * bit_width > end * 8:
                     return False
-            for k in range(count):
+            for k in range(max(0, skip - index), min(count, skip + n_out - index, num_values - index)):
                 at = index + k
-                if at >= skip + n_out or at >= num_values:
-                    break
-                if at < skip:
-                    continue
                 bit = first_bit + k * bit_width
                 byte_at = bit >> 3
                 word = np.int64(0)
-                for b in range(5):
+                for b in range(5):  # bit_width <= 32 bits from bit (bit & 7): within 5 bytes
                     if byte_at + b < end:
                         word |= np.int64(values[byte_at + b]) << (8 * b)
                 code = (word >> (bit & 7)) & mask
