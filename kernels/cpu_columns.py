@@ -273,9 +273,14 @@ def dictionary_decode(values: np.ndarray, num_values: int, skip: int, dictionary
                 at = index + k
                 bit = first_bit + k * bit_width
                 byte_at = bit >> 3
-                word = np.int64(0)
-                for b in range(5):  # bit_width <= 32 bits from bit (bit & 7): within 5 bytes
-                    if byte_at + b < end:
+                # bit_width <= 32 bits from bit (bit & 7): within 5 bytes (fewer at the very end of the page)
+                if byte_at + 5 <= end:
+                    word = (np.int64(values[byte_at]) | (np.int64(values[byte_at + 1]) << 8)
+                            | (np.int64(values[byte_at + 2]) << 16) | (np.int64(values[byte_at + 3]) << 24)
+                            | (np.int64(values[byte_at + 4]) << 32))
+                else:
+                    word = np.int64(0)
+                    for b in range(end - byte_at):
                         word |= np.int64(values[byte_at + b]) << (8 * b)
                 code = (word >> (bit & 7)) & mask
                 if code >= n_dictionary:

@@ -348,25 +348,29 @@ class ShardReader:
         start = self.lo + k * self.chunk_rows
         return start, min(start + self.chunk_rows, self.hi)
 
-    def read(self, k: int, then: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Chunk k as views of the reused buffers: (X, Y, weights or None). Valid until the next read.
-        ``then``: the chunk to be read next, if known (the sources may start reading it: ``RowSource.prefetch``)."""
+    def read(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Chunk k as views of the reused buffers: (X, Y, weights or None). Valid until the next read."""
         start, stop = self.bounds(k)
         n = stop - start
         X, Y = self._X[:n], self._Y[:n]
-        sources = [(self.data.X, X), (self.data.Y, Y)]
+        self.data.X.read(start, stop, X)
+        self.data.Y.read(start, stop, Y)
+        weights = None
         if self._w is not None:
-            sources.append((self.data.weights, self._w[:n]))
-        for source, out in sources:
-            source.read(start, stop, out)
-            if then is not None and then < self.n_chunks:
-                source.prefetch(*self.bounds(then))
-        weights = None if self._w is None else self._w[:n, 0]
+            self.data.weights.read(start, stop, self._w[:n])
+            weights = self._w[:n, 0]
         if not self._checked[k]:  # (the weights were checked whole before training: see _check_weights)
             self._check_finite(X, "X", start, two_d=True)
             self._check_finite(Y, "y", start, two_d=not self.data.one_output)
             self._checked[k] = True
         return X, Y, weights
+
+    def prefetch(self, k: int | None) -> None:
+        """Chunk k (if any) is read next: the sources may start reading it now (``RowSource.prefetch``)."""
+        if k is not None and 0 <= k < self.n_chunks:
+            for source in (self.data.X, self.data.Y, self.data.weights):
+                if source is not None:
+                    source.prefetch(*self.bounds(k))
 
     def _check_finite(self, values: np.ndarray, name: str, start: int, two_d: bool) -> None:
         mask = self._finite[:values.size].reshape(values.shape)
@@ -533,7 +537,8 @@ def statistics_pass(reader: ShardReader, team: Collective, *, gram: bool, moment
     G, C, yy = np.zeros((n_features + 1, n_features + 1)), np.zeros((n_features + 1, n_outputs)), np.zeros(n_outputs)
     chunk_weights, chunk_means, chunk_m2 = [], [], []
     for k in range(reader.n_chunks):
-        X, Y, weights = reader.read(k, then=k + 1)
+        X, Y, weights = reader.read(k)
+        reader.prefetch(k + 1)
         if gram:
             G_k, C_k, yy_k = cpu_train.gram(X, Y, None, weights)
             G += G_k
@@ -626,7 +631,8 @@ class StreamingRun(GDRun):
         for k in range(self.reader.n_chunks):
             # The next chunk: k + 1, or this epoch's first for the next epoch.
             then = k + 1 if k + 1 < self.reader.n_chunks else None if last_epoch else 0
-            X, Y, weights = self.reader.read(k, then=then)
+            X, Y, weights = self.reader.read(k)
+            self.reader.prefetch(then)
             local += self.sums.of(X, Y, W, b, weights)
         value, weight = self._step(local, lr, f"the gradient sums of epoch {epoch}")
         # As the engine's epoch loss (the weighted mean of its one batch), so histories match to the bit.
@@ -659,7 +665,8 @@ class StreamingRun(GDRun):
             # The next chunk: this epoch's next, or the next epoch's first.
             then = int(chunks[position + 1]) if position + 1 < len(chunks) else None if epoch + 1 >= self.spec.epochs \
                 else int(chunk_order(self.seed, rank, epoch + 1, reader.n_chunks, shuffle)[0])
-            X, Y, weights = reader.read(int(k), then=then)
+            X, Y, weights = reader.read(int(k))
+            reader.prefetch(then)
             order = row_order(self.seed, rank, epoch, int(k), X.shape[0], shuffle)
             for s in range(0, X.shape[0], batch):
                 if order is None:  # in order: the batch is a contiguous slice, as in memory

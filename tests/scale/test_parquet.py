@@ -701,7 +701,8 @@ def test_an_error_in_the_reader_thread_surfaces_in_the_caller_and_leaves_no_thre
     reader = outofcore.ShardReader(dataset, 0, N_SAMPLES, 500)
     with pytest.raises(Exception) as raised:
         for k in range(reader.n_chunks):
-            reader.read(k, then=k + 1)
+            reader.read(k)
+            reader.prefetch(k + 1)
     assert not isinstance(raised.value, AssertionError)
     dataset.close()
     assert not reader_threads()
