@@ -365,8 +365,14 @@ class ShardReader:
             self._checked[k] = True
         return X, Y, weights
 
-    def prefetch(self, k: int | None) -> None:
-        """Chunk k (if any) is read next: the sources may start reading it now (``RowSource.prefetch``)."""
+    def prefetch(self, k: int | None, *, beside_parallel_kernels: bool = False) -> None:
+        """Chunk k (if any) is read next: the sources may start reading it now (``RowSource.prefetch``).
+
+        ``beside_parallel_kernels``: the caller's work until then is a parallel kernel on every thread (a
+        full-batch chunk), which a reading thread only competes with unless a core is spare: measured slower
+        on 2 cores (W8, benchmarks/README.md), so then nothing is read ahead."""
+        if beside_parallel_kernels and not _spare_core():
+            return
         if k is not None and 0 <= k < self.n_chunks:
             for source in (self.data.X, self.data.Y, self.data.weights):
                 if source is not None:
@@ -381,6 +387,14 @@ class ShardReader:
         row, column = divmod(flat, values.shape[1]) if values.ndim == 2 else (flat, 0)
         where = f"row {start + row}" + (f", column {column}" if two_d else "")
         raise ValueError(f"{name} contains {values.reshape(-1)[flat]} at {where}; remove or impute non-finite values")
+
+
+def _spare_core() -> bool:
+    """True if the kernels' threads leave a core of this process's CPU set free."""
+    import numba
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return numba.get_num_threads() < cores
 
 
 # --------------------------------------------------------------------------- collectives
@@ -538,7 +552,7 @@ def statistics_pass(reader: ShardReader, team: Collective, *, gram: bool, moment
     chunk_weights, chunk_means, chunk_m2 = [], [], []
     for k in range(reader.n_chunks):
         X, Y, weights = reader.read(k)
-        reader.prefetch(k + 1)
+        reader.prefetch(k + 1, beside_parallel_kernels=True)
         if gram:
             G_k, C_k, yy_k = cpu_train.gram(X, Y, None, weights)
             G += G_k
@@ -632,7 +646,7 @@ class StreamingRun(GDRun):
             # The next chunk: k + 1, or this epoch's first for the next epoch.
             then = k + 1 if k + 1 < self.reader.n_chunks else None if last_epoch else 0
             X, Y, weights = self.reader.read(k)
-            self.reader.prefetch(then)
+            self.reader.prefetch(then, beside_parallel_kernels=True)
             local += self.sums.of(X, Y, W, b, weights)
         value, weight = self._step(local, lr, f"the gradient sums of epoch {epoch}")
         # As the engine's epoch loss (the weighted mean of its one batch), so histories match to the bit.

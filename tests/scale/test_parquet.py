@@ -647,13 +647,25 @@ BIT_FITS = [{"epochs": 4, "lr": 0.01, "momentum": 0.5},
 def test_the_reader_thread_page_reader_and_pyarrow_give_the_same_bits(data, options, monkeypatch):
     """The overlapped reader (background fill), the serial one and pyarrow's record batches: the same chunks and
     the same bits; and with 1 thread as with 2."""
+    import threading
+
     import numba
 
     from linreg import parquet
 
+    original_fill, background = parquet.ParquetColumns._fill, []
+
+    def fill(self, start, stop):
+        background.append(threading.current_thread() is not threading.main_thread())
+        return original_fill(self, start, stop)
+
+    monkeypatch.setattr(parquet.ParquetColumns, "_fill", fill)
+
     def fit(prefetch, page_reader, threads=None):
         monkeypatch.setattr(parquet, "PREFETCH", prefetch)
         monkeypatch.setattr(parquet, "PAGE_READER", page_reader)
+        # Read ahead beside the full-batch kernels too (by default only where a core is spare).
+        monkeypatch.setattr(outofcore, "_spare_core", lambda: prefetch)
         saved = numba.get_num_threads()
         numba.set_num_threads(threads or saved)
         try:
@@ -663,6 +675,8 @@ def test_the_reader_thread_page_reader_and_pyarrow_give_the_same_bits(data, opti
         return np.concatenate([model.coef_.ravel(), model.intercept_.ravel(), model.loss_history_]).tobytes()
 
     overlapped = fit(True, True)
+    assert background and all(background)  # every fill ran in the reader thread
+    background.clear()
     assert overlapped == fit(False, True) == fit(True, False) == fit(False, False)
     if numba.config.NUMBA_NUM_THREADS >= 2:
         assert fit(True, True, threads=1) == fit(True, True, threads=2)
@@ -686,8 +700,8 @@ def test_an_error_in_the_reader_thread_surfaces_in_the_caller_and_leaves_no_thre
         return original(self, first, out)
 
     monkeypatch.setattr(parquet_pages.ColumnChunkPages, "read", read)
-    with pytest.raises(OSError, match="injected"):
-        parquet_fit(data, "file", {"epochs": 3, "lr": 0.01})
+    with pytest.raises(OSError, match="injected"):  # mini-batches: always read ahead
+        parquet_fit(data, "file", {"epochs": 3, "lr": 0.002, "batch_size": 64})
     assert failed and not reader_threads()
     monkeypatch.setattr(parquet_pages.ColumnChunkPages, "read", original)
 
@@ -731,12 +745,13 @@ def test_ctrl_c_during_a_read_stops_the_fit_cleanly(data, monkeypatch):
         return original(self, n, out)
 
     monkeypatch.setattr(parquet.ParquetColumns, "_transpose", transpose)
-    model = LinearRegressor(epochs=5, lr=0.01)
+    model = LinearRegressor(epochs=5, lr=0.002, batch_size=64)  # mini-batches: always read ahead
     with pytest.raises(KeyboardInterrupt, match="fit interrupted after epoch"):
         outofcore.fit(model, data["file"], "t0", chunk_bytes=SMALL_BUDGET)
     assert hasattr(model, "coef_") and len(model.loss_history_) >= 2
     assert not reader_threads() and all(s._fd is None and s._executor is None for s in sources)
     calls[0], how[0] = 0, "raise"
     with pytest.raises(KeyboardInterrupt):
-        outofcore.fit(LinearRegressor(epochs=5, lr=0.01), data["file"], "t0", chunk_bytes=SMALL_BUDGET)
+        outofcore.fit(LinearRegressor(epochs=5, lr=0.002, batch_size=64), data["file"], "t0",
+                      chunk_bytes=SMALL_BUDGET)
     assert not reader_threads() and all(s._fd is None and s._executor is None for s in sources)
