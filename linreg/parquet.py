@@ -22,14 +22,25 @@ Reading (bounded memory). The files' row groups, in file order (a directory's
 ``*.parquet`` files sorted by path), are one sequence of rows; each column
 group (features, targets, weights) is its own ``RowSource`` with its own
 reader, since Parquet stores columns apart and reading one never decodes the
-others. A request for rows ``[start, stop)`` (one chunk of the shard) is
-served from record batches of at most one chunk's rows decoded from the row
-group(s) overlapping it (``ParquetFile.iter_batches`` on that row group, with a
-buffered, not pre-buffered, stream: the file's column chunks are never read
-whole); the batch being consumed is kept, so the next chunk continues where
-this one stopped. Reading a chunk after a jump backwards (a shuffled epoch's
-next chunk) decodes its row group from the group's start up to the chunk, so
-row groups no larger than a chunk make shuffled epochs read each row once.
+others. Float columns without nulls in local files (the common case: PLAIN or
+dictionary pages, uncompressed or snappy) are read by ``linreg.parquet_pages``,
+the pages' values into a column-major buffer of one chunk's rows (in the
+budget, as the decoded batch below), then into the chunk by
+``kernels.cpu_columns.column_major_to_rows``; pages are found from their
+headers, so a read at any row starts at its page. A row group it does not read
+is pyarrow's, from the request's start (the same rows, bit for bit). The next
+chunk (``ShardReader.prefetch``) is read by a background thread into that
+buffer once the current chunk has been copied out of it: no buffer is added;
+one read is in flight at most; its errors are raised by the next ``read``, in
+the caller; ``close`` waits for it and ends the thread. Otherwise a request for
+rows ``[start, stop)`` (one chunk of the shard) is served from record batches of
+at most one chunk's rows decoded from the row group(s) overlapping it
+(``ParquetFile.iter_batches`` on that row group, with a buffered, not pre-
+buffered, stream: the file's column chunks are never read whole); the batch
+being consumed is kept, so the next chunk continues where this one stopped.
+Reading a chunk after a jump backwards (a shuffled epoch's next chunk) decodes
+its row group from the group's start up to the chunk, so row groups no larger
+than a chunk make shuffled epochs read each row once.
 The decoded batch is counted in the chunk budget (``scratch_bytes_per_row``);
 beyond it, Parquet decodes a page at a time, so each column also holds about
 one data page and its dictionary page (pyarrow writes them up to 1 MiB each)
