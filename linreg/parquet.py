@@ -35,8 +35,8 @@ one read is in flight at most; its errors are raised by the next ``read``, in
 the caller; ``close`` waits for it and ends the thread. Otherwise a request for
 rows ``[start, stop)`` (one chunk of the shard) is served from record batches of
 at most one chunk's rows decoded from the row group(s) overlapping it
-(``ParquetFile.iter_batches`` on that row group, with a buffered, not pre-
-buffered, stream: the file's column chunks are never read whole); the batch
+(``ParquetFile.iter_batches`` on that row group, with a buffered, not
+pre-buffered, stream: the file's column chunks are never read whole); the batch
 being consumed is kept, so the next chunk continues where this one stopped.
 Reading a chunk after a jump backwards (a shuffled epoch's next chunk) decodes
 its row group from the group's start up to the chunk, so row groups no larger
