@@ -144,7 +144,8 @@ class ColumnChunkPages:
                 if page[P_ENCODING] not in (_PLAIN, _PLAIN_DICTIONARY, _RLE_DICTIONARY):
                     raise Unsupported(f"data page encoding {page[P_ENCODING]}")
                 rows += int(page[P_NUM_VALUES])
-            rows_list.append(page)
+            if kind == _DICTIONARY_PAGE or page[P_NUM_VALUES] > 0:  # a data page of no values holds no row
+                rows_list.append(page)
             offset = int(page[P_BODY] + page[P_COMPRESSED_SIZE])
         if rows != metadata.num_values:
             raise Unsupported(f"the pages hold {rows} values, the footer says {metadata.num_values}")
