@@ -12,20 +12,37 @@ the page cache after the first epoch, so this compares decoding Parquet with cop
     pytest benchmarks/test_w8_parquet.py [--quick]      # pytest-benchmark, one group per mode
     python benchmarks/test_w8_parquet.py [--quick]      # the same, timed in turns: prints the ratio
 
+    python benchmarks/test_w8_parquet.py --profile      # where the time of one pass over X goes, per stage
+
 Full: 2,000,000 x 32 float32 (256 MB of X); quick: 200,000 x 32.
+
+The files' format, as pyarrow 26 writes them: 33 float32 columns (x0..x31, target),
+not null in the data but nullable in the schema (so each page has definition
+levels: one RLE run); row groups of 1Mi rows (the last one shorter); data pages
+v1 of at most 20,000 rows (pyarrow's ``data_page_row_count_limit``; ~80 KB a
+page for float32). ``data.parquet``: snappy, a 1 MiB dictionary page per column
+chunk whose ~262,000 distinct values encode the group's first ~262,000 rows
+(RLE_DICTIONARY pages, 18-bit indices), then PLAIN pages for the rest (the
+writer's fallback once the dictionary is full: random floats do not repeat);
+snappy gains nothing on random floats (287 MiB against 251 MiB uncompressed, the
+dictionary pages included). ``plain.parquet``: uncompressed PLAIN pages.
+Both are read by ``linreg.parquet_pages`` (its fast path); ``--variants`` also
+times pyarrow's record-batch reader and the reader without the background thread.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from linreg import LinearRegressor, outofcore
+from linreg import LinearRegressor, outofcore, parquet
 
 MODES = {"gd": {"epochs": 3, "lr": 0.01}, "sgd-256": {"epochs": 1, "lr": 0.001, "batch_size": 256}}
 EPOCHS = {name: options["epochs"] for name, options in MODES.items()}
@@ -54,11 +71,154 @@ def write_files(folder: Path, n_samples: int, n_features: int) -> dict[str, Path
     return paths
 
 
-def providers(paths: dict[str, Path], mode: str) -> dict:
+def providers(paths: dict[str, Path], mode: str, variants: bool = False) -> dict:
+    """npy and both Parquet files; with ``variants`` also each file read by pyarrow's record batches
+    (``parquet.PAGE_READER`` off) and by the page reader without the background thread (``parquet.PREFETCH`` off)."""
     options = MODES[mode]
-    return {"npy": lambda: outofcore.fit(LinearRegressor(**options), paths["X"], paths["y"]),
-            "parquet": lambda: outofcore.fit(LinearRegressor(**options), paths["parquet"], "target"),
-            "parquet-plain": lambda: outofcore.fit(LinearRegressor(**options), paths["parquet-plain"], "target")}
+
+    def fit(path: str, page_reader: bool = True, prefetch: bool = True):
+        def run():
+            saved = parquet.PAGE_READER, parquet.PREFETCH
+            parquet.PAGE_READER, parquet.PREFETCH = page_reader, prefetch
+            try:
+                return outofcore.fit(LinearRegressor(**options), paths[path], "target")
+            finally:
+                parquet.PAGE_READER, parquet.PREFETCH = saved
+        return run
+
+    found = {"npy": lambda: outofcore.fit(LinearRegressor(**options), paths["X"], paths["y"]),
+             "parquet": fit("parquet"), "parquet-plain": fit("parquet-plain")}
+    if variants:
+        for name in ("parquet", "parquet-plain"):
+            found[f"{name} pyarrow"] = fit(name, page_reader=False)
+            found[f"{name} serial"] = fit(name, prefetch=False)
+    return found
+
+
+def profile(paths: dict[str, Path], rounds: int = 3) -> dict[str, dict[str, float]]:
+    """Milliseconds (best of ``rounds``) of each stage of one pass over X (the 32 feature columns), chunk by chunk
+    as the trainer reads it, for both files; the .npy read and the gradient kernel for comparison."""
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from linreg import parquet_pages
+    from linreg.kernels import cpu_columns
+
+    data = outofcore.open_dataset(paths["parquet"], "target")
+    chunk_rows, n, n_features = outofcore.chunk_rows_for(data, outofcore.CHUNK_BYTES), data.n_samples, data.n_features
+    data.close()
+    bounds = [(start, min(start + chunk_rows, n)) for start in range(0, n, chunk_rows)]
+    columns = [f"x{j}" for j in range(n_features)]
+    rows = np.empty((chunk_rows, n_features), np.float32)
+    W, b, sums = np.zeros((1, n_features)), np.zeros(1), outofcore._Sums(n_features, 1)
+    targets = np.zeros((chunk_rows, 1), np.float32)
+
+    def best(run) -> float:
+        times = []
+        for _ in range(rounds):
+            time.sleep(0.2)
+            started = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - started)
+        return min(times) * 1e3
+
+    def npy_read():
+        source = outofcore.open_rows(paths["X"], "X")
+        for start, stop in bounds:
+            source.read(start, stop, rows[:stop - start])
+        source.close()
+
+    def kernel():
+        for start, stop in bounds:
+            sums.of(rows[:stop - start], targets[:stop - start], W, b, None)
+
+    def stages_of(path: str) -> dict[str, float]:
+        metadata = pq.read_metadata(path)
+        chunks = [metadata.row_group(g).column(j) for g in range(metadata.num_row_groups) for j in range(n_features)]
+        fd = os.open(path, os.O_RDONLY)
+        pages = [parquet_pages.ColumnChunkPages(fd, c, metadata.schema.column(j % n_features))
+                 for j, c in enumerate(chunks)]
+        raw = np.empty(max(c.total_compressed_size for c in chunks), np.uint8)
+
+        def page_read():
+            for c in chunks:
+                start = c.dictionary_page_offset or c.data_page_offset
+                parquet_pages._pread_into(fd, raw[:c.total_compressed_size], start)
+
+        def decompress():  # every page of every column chunk, the reads excluded (bodies read first, per chunk)
+            seconds = 0.0
+            for chunk_pages in pages:
+                if chunk_pages.codec == "UNCOMPRESSED":
+                    continue
+                bodies = []
+                for page in chunk_pages.pages:
+                    body = np.empty(int(page[parquet_pages.P_COMPRESSED_SIZE]), np.uint8)
+                    parquet_pages._pread_into(fd, body, int(page[parquet_pages.P_BODY]))
+                    bodies.append((body, int(page[parquet_pages.P_UNCOMPRESSED_SIZE])))
+                started = time.perf_counter()
+                for body, size in bodies:
+                    pa.Codec("snappy").decompress(body, decompressed_size=size)
+                seconds += time.perf_counter() - started
+            decompress.seconds = seconds
+
+        def arrow_batches(convert: bool):
+            def run():
+                source = parquet.ParquetFiles(path).open(0)
+                for g in range(metadata.num_row_groups):
+                    for batch in source.iter_batches(batch_size=chunk_rows, row_groups=[g], columns=columns):
+                        if convert:
+                            arrays = [batch.column(j).to_numpy() for j in range(n_features)]
+                            parquet._columns_to_rows(arrays, list(range(n_features)), rows[:batch.num_rows])
+                source.close()
+            return run
+
+        sample = next(parquet.ParquetFiles(path).open(0).iter_batches(batch_size=chunk_rows, columns=columns))
+        arrays = [sample.column(j).to_numpy() for j in range(n_features)]
+        scale = n / sample.num_rows
+
+        def reader(page_reader: bool, fill_only: bool = False):
+            def run():
+                saved, parquet.PAGE_READER = parquet.PAGE_READER, page_reader
+                try:
+                    source = outofcore.open_dataset(path, "target").X
+                    for start, stop in bounds:
+                        if fill_only:
+                            source._fill_pages(start, stop)
+                        else:
+                            source.read(start, stop, rows[:stop - start])
+                    run.source = source
+                    source.close()
+                finally:
+                    parquet.PAGE_READER = saved
+            return run
+
+        fill = reader(True, fill_only=True)
+        fill()
+        buffer = parquet._column_buffer(n_features, chunk_rows, np.dtype(np.float32))
+        buffer[:] = 0
+        kernel(), npy_read()
+        stages = {
+            "open + footer": best(lambda: pq.ParquetFile(path).metadata),
+            "page read (pread of the column chunks)": best(page_read),
+            "decompress (snappy, every page)": min(decompress() or decompress.seconds for _ in range(rounds)) * 1e3,
+            "pyarrow decode to Arrow (iter_batches)": best(arrow_batches(False)),
+            "Arrow -> NumPy (to_numpy)": best(lambda: [a.to_numpy() for a in sample.columns]) * scale,
+            "Arrow columns -> rows (columns_to_rows)": best(
+                lambda: parquet._columns_to_rows(arrays, list(range(n_features)), rows[:sample.num_rows])) * scale,
+            "pyarrow path, whole (decode + rows)": best(arrow_batches(True)),
+            "page reader fill (pages -> column buffer)": best(fill),
+            "column-major -> rows (column_major_to_rows)": best(
+                lambda: [cpu_columns.column_major_to_rows(buffer[:, :stop - start], rows[:stop - start])
+                         for start, stop in bounds]),
+            "page reader, whole (ParquetColumns.read)": best(reader(True)),
+            "gradient kernel (_Sums.of)": best(kernel),
+            ".npy read (readinto)": best(npy_read),
+        }
+        os.close(fd)
+        return stages
+
+    return {kind: stages_of(str(paths[kind])) for kind in ("parquet", "parquet-plain")}
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="200,000 rows instead of 2,000,000")
+    parser.add_argument("--profile", action="store_true", help="time the stages of one pass instead of fits")
+    parser.add_argument("--variants", action="store_true", help="also time pyarrow's reader and no prefetch")
     args = parser.parse_args(argv)
     n_samples, n_features = shape(args.quick)
     with tempfile.TemporaryDirectory() as folder:
@@ -94,14 +256,36 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{n_samples:,} x {n_features} float32: X.npy {sizes['X']:.0f} MiB, data.parquet "
               f"{sizes['parquet']:.0f} MiB, plain.parquet {sizes['parquet-plain']:.0f} MiB; chunk budget "
               f"{outofcore.CHUNK_BYTES >> 20} MiB")
+        if args.profile:
+            stages = profile(paths)
+            print(f"{'one pass over X, ms (best of 3)':46s} {'data.parquet':>14s} {'plain.parquet':>14s}")
+            for stage in stages["parquet"]:
+                print(f"{stage:46s} {stages['parquet'][stage]:14.1f} {stages['parquet-plain'][stage]:14.1f}")
+            print(f"load average {os.getloadavg()[0]:.1f}")
+            return 0
         for mode in MODES:
-            timed = harness.time_interleaved(providers(paths, mode), budget_s=2.0 if args.quick else 8.0,
-                                             min_rounds=3, pause_s=0.2)
+            # CPU time (all threads of the process) too: on a loaded machine it moves less than wall time.
+            cpu: dict[str, list[float]] = {}
+
+            def with_cpu_time(name, fit, cpu=cpu):
+                def run():
+                    started = time.process_time()
+                    fit()
+                    cpu.setdefault(name, []).append(time.process_time() - started)
+                return run
+
+            fits = {name: with_cpu_time(name, fit) for name, fit in providers(paths, mode, args.variants).items()}
+            timed = harness.time_interleaved(fits, budget_s=2.0 if args.quick else 8.0, min_rounds=3, pause_s=0.2)
             best = {name: result["min"] for name, result in timed.items()}
+            best_cpu = {name: min(times) for name, times in cpu.items()}
             rows = n_samples * EPOCHS[mode]
-            cells = [f"{name} {best[name] * 1e3:7.1f} ms ({rows / best[name] / 1e6:5.1f} M rows/s"
-                     + ("" if name == "npy" else f", {best[name] / best['npy']:.2f}x npy") + ")" for name in best]
-            print(f"{mode:8s} " + "   ".join(cells))
+            cells = [f"{name:22s} {best[name] * 1e3:7.1f} ms ({rows / best[name] / 1e6:5.1f} M rows/s"
+                     + ("" if name == "npy" else f", {best[name] / best['npy']:.2f}x npy") + f"), CPU "
+                     f"{best_cpu[name] * 1e3:7.1f} ms" + ("" if name == "npy" else
+                                                          f" ({best_cpu[name] / best_cpu['npy']:.2f}x npy)")
+                     for name in best]
+            print(f"{mode:8s} " + "\n         ".join(cells))
+        print(f"load average {os.getloadavg()[0]:.1f}")
     return 0
 
 

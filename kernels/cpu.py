@@ -722,7 +722,7 @@ def _loss(X, Y, W, b, parallel, chunk_rows, n_chunks, loss_parts):
     return total / (n_samples * W.shape[0])
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)  # nogil: a reader thread (linreg.parquet) decodes the next chunk
 def _loss_grad(X, Y, W, b, dW, db, parallel, chunk_rows, n_chunks, residuals, dW_parts, db_parts, loss_parts,
                variant):
     """Loss, dW and db of all rows (module doc); ``variant`` (``kernel_variant``) is the row kernel it compiles."""

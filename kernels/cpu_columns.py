@@ -47,3 +47,261 @@ def columns_to_rows(columns, targets: np.ndarray, out: np.ndarray) -> None:
         for i in range(start, stop):
             for c in range(n_columns):
                 out[i, targets[c]] = staged[c, i - start]
+
+
+#: Rows per tile of ``column_major_to_rows``.
+TILE_ROWS = 256
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def column_major_to_rows(columns: np.ndarray, out: np.ndarray) -> None:
+    """``out[i, c] = columns[c, i]`` for ``columns`` (n_columns, >= n) and ``out`` (n, n_columns), converted to
+    out's dtype: the values of Parquet pages read by ``linreg.parquet_pages`` into a column-major buffer become
+    the row-major chunk. Rows outer, columns inner: out is written sequentially (each cache line once) while the
+    tile's columns are read as n_columns sequential streams. That order measured 3.4 ms for 226,719 x 32 float32
+    against 57 ms for columns outer (stores strided by the row) and 6.2 ms for NumPy's ``out[:] = columns.T``.
+    Each output element is written once by the tile that owns its row: independent of the thread count."""
+    n_rows, n_columns = out.shape
+    n_tiles = (n_rows + TILE_ROWS - 1) // TILE_ROWS
+    for tile in prange(n_tiles):
+        start = tile * TILE_ROWS
+        stop = min(start + TILE_ROWS, n_rows)
+        for i in range(start, stop):
+            for c in range(n_columns):
+                out[i, c] = columns[c, i]
+
+
+#: ``page_header``'s output: the fields of parquet-format's PageHeader it reports (-1: absent).
+(H_TYPE, H_UNCOMPRESSED, H_COMPRESSED, H_NUM_VALUES, H_ENCODING, H_DEFINITION_ENCODING, H_NUM_NULLS,
+ H_DEFINITION_BYTES, H_REPETITION_BYTES, H_IS_COMPRESSED, H_LENGTH, H_SIZE) = range(12)
+_MAX_DEPTH = 8
+
+
+@njit(cache=True, nogil=True)
+def page_header(data: np.ndarray, fields: np.ndarray) -> int:
+    """Parse a Parquet page header (a Thrift compact-protocol ``PageHeader``) at the start of ``data`` (uint8).
+
+    Fills ``fields`` (H_SIZE int64, -1 where absent): the page type, sizes, and of
+    the nested data / dictionary / v2 header: num_values, encoding, definition level
+    encoding, num_nulls, level byte lengths, is_compressed; ``fields[H_LENGTH]``
+    the header's length in bytes. Skips every other field (statistics). Returns 0,
+    1 if ``data`` ends inside the header (read more and retry), 2 if it holds
+    something this parser does not read (a nested list of structs, a bad type).
+    """
+    fields[:] = -1
+    n = data.shape[0]
+    pos = 0
+    last = np.zeros(_MAX_DEPTH, np.int64)  # the last field id of each open struct
+    owner = np.zeros(_MAX_DEPTH, np.int64)  # the field id that opened it (depth 1: the nested page header)
+    depth = 0
+    while True:
+        if pos >= n:
+            return 1
+        header = np.int64(data[pos])
+        pos += 1
+        if header == 0:  # the end of a struct
+            if depth == 0:
+                fields[H_LENGTH] = pos
+                return 0
+            depth -= 1
+            continue
+        kind = header & 0x0F
+        delta = header >> 4
+        if delta:
+            field = last[depth] + delta
+        else:
+            value = np.int64(0)
+            shift = 0
+            while True:
+                if pos >= n:
+                    return 1
+                byte = np.int64(data[pos])
+                pos += 1
+                value |= (byte & 0x7F) << shift
+                shift += 7
+                if byte & 0x80 == 0:
+                    break
+            field = (value >> 1) ^ -(value & 1)
+        last[depth] = field
+        if kind == 1 or kind == 2:  # booleans carry their value in the type
+            if depth == 1 and owner[1] == 8 and field == 7:
+                fields[H_IS_COMPRESSED] = 1 if kind == 1 else 0
+            continue
+        if kind == 3:
+            pos += 1
+            continue
+        if kind == 4 or kind == 5 or kind == 6:
+            value = np.int64(0)
+            shift = 0
+            while True:
+                if pos >= n:
+                    return 1
+                byte = np.int64(data[pos])
+                pos += 1
+                value |= (byte & 0x7F) << shift
+                shift += 7
+                if byte & 0x80 == 0:
+                    break
+            value = (value >> 1) ^ -(value & 1)
+            if depth == 0:
+                if field == 1:
+                    fields[H_TYPE] = value
+                elif field == 2:
+                    fields[H_UNCOMPRESSED] = value
+                elif field == 3:
+                    fields[H_COMPRESSED] = value
+            elif depth == 1:
+                nested = owner[1]
+                if field == 1:
+                    fields[H_NUM_VALUES] = value
+                elif (nested == 5 or nested == 7) and field == 2:
+                    fields[H_ENCODING] = value
+                elif nested == 5 and field == 3:
+                    fields[H_DEFINITION_ENCODING] = value
+                elif nested == 8 and field == 2:
+                    fields[H_NUM_NULLS] = value
+                elif nested == 8 and field == 4:
+                    fields[H_ENCODING] = value
+                elif nested == 8 and field == 5:
+                    fields[H_DEFINITION_BYTES] = value
+                elif nested == 8 and field == 6:
+                    fields[H_REPETITION_BYTES] = value
+            continue
+        if kind == 7:
+            pos += 8
+            continue
+        if kind == 8 or kind == 9 or kind == 10:
+            # A binary (varint length, bytes), or a list / set of scalars or binaries.
+            count = np.int64(1)
+            element = kind
+            if kind != 8:
+                if pos >= n:
+                    return 1
+                list_header = np.int64(data[pos])
+                pos += 1
+                element = list_header & 0x0F
+                count = list_header >> 4
+                if count == 15:
+                    count = 0
+                    shift = 0
+                    while True:
+                        if pos >= n:
+                            return 1
+                        byte = np.int64(data[pos])
+                        pos += 1
+                        count |= (byte & 0x7F) << shift
+                        shift += 7
+                        if byte & 0x80 == 0:
+                            break
+            for _ in range(count):
+                if element == 1 or element == 2 or element == 3:
+                    pos += 1
+                elif element == 7:
+                    pos += 8
+                elif element == 4 or element == 5 or element == 6 or element == 8:
+                    length = np.int64(0)
+                    shift = 0
+                    while True:
+                        if pos >= n:
+                            return 1
+                        byte = np.int64(data[pos])
+                        pos += 1
+                        length |= (byte & 0x7F) << shift
+                        shift += 7
+                        if byte & 0x80 == 0:
+                            break
+                    if element == 8:
+                        pos += length
+                else:
+                    return 2
+            continue
+        if kind == 12:
+            depth += 1
+            if depth >= _MAX_DEPTH:
+                return 2
+            last[depth] = 0
+            owner[depth] = field
+            continue
+        return 2  # a map, or not a type
+
+
+@njit(cache=True, nogil=True)
+def dictionary_decode(values: np.ndarray, num_values: int, skip: int, dictionary: np.ndarray,
+                      out: np.ndarray) -> bool:
+    """Decode a dictionary-encoded Parquet data page: ``out[k] = dictionary[index[skip + k]]``.
+
+    ``values`` (uint8) is the page's value section: one byte of bit width, then the
+    indices of its ``num_values`` values in Parquet's RLE / bit-packed hybrid
+    (runs: a varint header; ``header & 1``: ``header >> 1`` groups of 8 bit-packed
+    indices, least significant bit first; else ``header >> 1`` repeats of one index
+    stored in ``ceil(bit_width / 8)`` bytes). Returns False (out unspecified) if the
+    stream is truncated, the bit width exceeds 32 or an index is outside the
+    dictionary: the caller then reads the page with pyarrow.
+    """
+    n_out = out.shape[0]
+    if values.shape[0] < 1:
+        return False
+    bit_width = np.int64(values[0])
+    if bit_width > 32:
+        return False
+    mask = (np.int64(1) << bit_width) - 1
+    pos = np.int64(1)
+    end = values.shape[0]
+    index = np.int64(0)  # position in the page's values
+    n_dictionary = dictionary.shape[0]
+    while index < skip + n_out:
+        header = np.int64(0)
+        shift = 0
+        while True:
+            if pos >= end:
+                return False
+            byte = np.int64(values[pos])
+            pos += 1
+            header |= (byte & 0x7F) << shift
+            shift += 7
+            if byte & 0x80 == 0:
+                break
+        if header & 1:
+            count = (header >> 1) * 8
+            first_bit = pos * 8
+            pos += (header >> 1) * bit_width
+            if pos > end:
+                # A page's last group may be cut short after its last value: only the values needed must be there.
+                if first_bit + (min(count, num_values - index)) * bit_width > end * 8:
+                    return False
+            for k in range(max(0, skip - index), min(count, skip + n_out - index, num_values - index)):
+                at = index + k
+                bit = first_bit + k * bit_width
+                byte_at = bit >> 3
+                # bit_width <= 32 bits from bit (bit & 7): within 5 bytes (fewer at the very end of the page)
+                if byte_at + 5 <= end:
+                    word = (np.int64(values[byte_at]) | (np.int64(values[byte_at + 1]) << 8)
+                            | (np.int64(values[byte_at + 2]) << 16) | (np.int64(values[byte_at + 3]) << 24)
+                            | (np.int64(values[byte_at + 4]) << 32))
+                else:
+                    word = np.int64(0)
+                    for b in range(end - byte_at):
+                        word |= np.int64(values[byte_at + b]) << (8 * b)
+                code = (word >> (bit & 7)) & mask
+                if code >= n_dictionary:
+                    return False
+                out[at - skip] = dictionary[code]
+        else:
+            count = header >> 1
+            width = (bit_width + 7) // 8
+            if pos + width > end:
+                return False
+            code = np.int64(0)
+            for b in range(width):
+                code |= np.int64(values[pos + b]) << (8 * b)
+            pos += width
+            lo = max(index, skip)
+            hi = min(index + count, skip + n_out, num_values)
+            if hi > lo and code >= n_dictionary:
+                return False
+            for at in range(lo, hi):
+                out[at - skip] = dictionary[code]
+        if count == 0:
+            return False
+        index += count
+    return index >= skip + n_out

@@ -125,9 +125,11 @@ class DeviceChunks:
     def _slot(self, position: int, k: int) -> int:
         return k if self.resident else position % 2
 
-    def chunks(self, ks, order_of=None):
+    def chunks(self, ks, order_of=None, *, then: int | None = None, beside_parallel_kernels: bool = False):
         """(X, Y, weights or None, order or None) of the chunks ``ks`` as device arrays, each valid until the
-        next one is asked for. Chunk k + 1 is staged before chunk k is handed out (see the module docstring)."""
+        next one is asked for. Chunk k + 1 is staged before chunk k is handed out (see the module docstring);
+        ``then`` and ``beside_parallel_kernels`` (the host reader's read-ahead hints) are not used here: the
+        staging is this reader's read-ahead."""
         ks = [int(k) for k in ks]
         if not ks:
             return

@@ -129,6 +129,10 @@ class RowSource:
         """Bytes per chunk row this source needs besides the chunk buffer of ``dtype``: its conversion buffer."""
         return 0 if self.dtype == dtype else self.dtype.itemsize * math.prod(self.shape[1:])
 
+    def prefetch(self, start: int, stop: int) -> None:
+        """A hint: rows [start, stop) are read next. A source may start reading them in the background
+        (``linreg.parquet`` does); the next ``read`` returns the same rows either way."""
+
     def close(self) -> None:
         """Release the file or mapping."""
 
@@ -366,6 +370,19 @@ class ShardReader:
             self._checked[k] = True
         return X, Y, weights
 
+    def prefetch(self, k: int | None, *, beside_parallel_kernels: bool = False) -> None:
+        """Chunk k (if any) is read next: the sources may start reading it now (``RowSource.prefetch``).
+
+        ``beside_parallel_kernels``: the caller's work until then is a parallel kernel on every thread (a
+        full-batch chunk), which a reading thread only competes with unless a core is spare: measured slower
+        on 2 cores (W8, benchmarks/README.md), so then nothing is read ahead."""
+        if beside_parallel_kernels and not _spare_core():
+            return
+        if k is not None and 0 <= k < self.n_chunks:
+            for source in (self.data.X, self.data.Y, self.data.weights):
+                if source is not None:
+                    source.prefetch(*self.bounds(k))
+
     def _check_finite(self, values: np.ndarray, name: str, start: int, two_d: bool) -> None:
         mask = self._finite[:values.size].reshape(values.shape)
         np.isfinite(values, out=mask)  # into a reused buffer: the check allocates nothing per chunk
@@ -376,12 +393,27 @@ class ShardReader:
         where = f"row {start + row}" + (f", column {column}" if two_d else "")
         raise ValueError(f"{name} contains {values.reshape(-1)[flat]} at {where}; remove or impute non-finite values")
 
-    def chunks(self, ks, order_of=None) -> Iterator[tuple]:
+    def chunks(self, ks, order_of=None, *, then: int | None = None,
+               beside_parallel_kernels: bool = False) -> Iterator[tuple]:
         """(X, Y, weights or None, order or None) of the chunks ``ks`` in turn; ``order_of(k, n_rows)``: the
-        positions in which chunk k's rows are visited (None: in order). The GPU's reader has the same method."""
-        for k in ks:
-            X, Y, weights = self.read(int(k))
-            yield X, Y, weights, None if order_of is None else order_of(int(k), X.shape[0])
+        positions in which chunk k's rows are visited (None: in order). The GPU's reader has the same method.
+
+        While the caller works on a chunk, the next one (after the last: ``then``, if any) may be read ahead
+        (``prefetch``, with ``beside_parallel_kernels`` as there)."""
+        ks = [int(k) for k in ks]
+        for position, k in enumerate(ks):
+            X, Y, weights = self.read(k)
+            self.prefetch(ks[position + 1] if position + 1 < len(ks) else then,
+                          beside_parallel_kernels=beside_parallel_kernels)
+            yield X, Y, weights, None if order_of is None else order_of(k, X.shape[0])
+
+
+def _spare_core() -> bool:
+    """True if the kernels' threads leave a core of this process's CPU set free."""
+    import numba
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return numba.get_num_threads() < cores
 
 
 # --------------------------------------------------------------------------- collectives
@@ -574,7 +606,7 @@ def statistics_pass(reader: ShardReader, team: Collective, *, gram: bool, moment
     stats = Statistics()
     G, C, yy = np.zeros((n_features + 1, n_features + 1)), np.zeros((n_features + 1, n_outputs)), np.zeros(n_outputs)
     chunk_weights, chunk_means, chunk_m2 = [], [], []
-    for X, Y, weights, _ in reader.chunks(range(reader.n_chunks)):
+    for X, Y, weights, _ in reader.chunks(range(reader.n_chunks), beside_parallel_kernels=True):
         if gram:
             G_k, C_k, yy_k = chunk_statistics.gram(X, Y, weights)
             G += G_k
@@ -663,7 +695,10 @@ class StreamingRun(GDRun):
 
     def _full_batch_epoch(self, epoch: int, lr: float) -> float:
         W, b = self.stepper.kernel_params()
-        local = self.sums.total(self.reader.chunks(range(self.reader.n_chunks)), W, b)
+        last_epoch = epoch + 1 >= self.spec.epochs
+        # Read ahead: each chunk's next, and after the last this epoch's first again for the next epoch.
+        local = self.sums.total(self.reader.chunks(range(self.reader.n_chunks), then=None if last_epoch else 0,
+                                                   beside_parallel_kernels=True), W, b)
         value, weight = self._step(local, lr, f"the gradient sums of epoch {epoch}")
         # As the engine's epoch loss (the weighted mean of its one batch), so histories match to the bit.
         return value if not np.isfinite(value) else value * weight / weight
@@ -695,7 +730,11 @@ class StreamingRun(GDRun):
         def order_of(k: int, n_rows: int) -> np.ndarray | None:
             return row_order(seed, rank, epoch, k, n_rows, shuffle)
 
-        for X, Y, weights, order in reader.chunks(chunk_order(seed, rank, epoch, reader.n_chunks, shuffle), order_of):
+        chunks = chunk_order(seed, rank, epoch, reader.n_chunks, shuffle)
+        # Read ahead: each chunk's next, and after the last the next epoch's first.
+        then = None if epoch + 1 >= self.spec.epochs else int(chunk_order(seed, rank, epoch + 1, reader.n_chunks,
+                                                                          shuffle)[0])
+        for X, Y, weights, order in reader.chunks(chunks, order_of, then=then):
             for s in range(0, X.shape[0], batch):
                 yield X, Y, weights, order, s, min(s + batch, X.shape[0])
 

@@ -43,3 +43,19 @@ def test_the_kernel_runs_for_large_pieces_and_numpy_for_small_ones(monkeypatch):
         parquet._columns_to_rows([np.arange(n_rows, dtype=np.float64), np.ones(n_rows)], [1, 0], out)
         np.testing.assert_array_equal(out, np.column_stack([np.ones(n_rows), np.arange(n_rows)]))
     assert calls == [(parquet.KERNEL_ROWS, 2)]
+
+
+@pytest.mark.parametrize("stored, out_dtype", [(np.float32, np.float32), (np.float32, np.float64),
+                                               (np.float64, np.float64)])
+@pytest.mark.parametrize("n_rows", [1, cpu_columns.TILE_ROWS - 1, cpu_columns.TILE_ROWS + 1,
+                                    5 * cpu_columns.TILE_ROWS + 7])
+def test_column_major_buffers_become_rows(n_rows, stored, out_dtype):
+    """column_major_to_rows on the page reader's padded buffer (parquet._column_buffer), wider than the rows asked
+    for: row i of out is column i of the buffer, converted; nothing past n_rows is read into out."""
+    rng = np.random.default_rng(n_rows)
+    buffer = parquet._column_buffer(9, n_rows + 3, np.dtype(stored))
+    buffer[:] = rng.standard_normal(buffer.shape)
+    assert buffer.strides[0] % 4096 == 64  # the columns' streams 64 bytes apart modulo 4 KiB
+    out = np.empty((n_rows, 9), out_dtype)
+    cpu_columns.column_major_to_rows(buffer[:, :n_rows], out)
+    np.testing.assert_array_equal(out, buffer[:, :n_rows].T.astype(out_dtype))

@@ -194,6 +194,7 @@ def test_large_pieces_go_through_the_columns_kernel(data, tmp_path, monkeypatch)
 
     assert N_SAMPLES >= parquet.KERNEL_ROWS
     pq.write_table(table_of(data["X"], data["Y"], data["w"]), tmp_path / "one-group.parquet", row_group_size=N_SAMPLES)
+    monkeypatch.setattr(parquet, "PAGE_READER", False)  # pyarrow's record batches (float pages: parquet_pages)
     shapes = []
     original = cpu_columns.columns_to_rows
     monkeypatch.setattr(cpu_columns, "columns_to_rows", lambda *args: shapes.append(args[2].shape) or original(*args))
@@ -346,6 +347,7 @@ import json, sys, threading, time
 from linreg import LinearRegressor, outofcore
 
 small, big, budget = sys.argv[1], sys.argv[2], int(sys.argv[3])
+outofcore._spare_core = lambda: True  # read ahead in a background thread, as with a spare core: measured too
 
 
 def anonymous():
@@ -509,3 +511,248 @@ def test_torchrun_linreg_train_distributed_reads_parquet(data, tmp_path):
     assert result.stdout.count("model written to") == 1 and "on 2 ranks (gloo)" in result.stdout
     expected = parquet_fit(data, "dir", {"epochs": 12, "lr": 0.01}, weighted=True, features=FEATURES)
     assert_same_fit(load(model_path), expected)
+
+
+# --------------------------------------------------------------------------- the page reader and the reader thread
+
+
+def write_kind(path, columns, kind):
+    """A Parquet file of float ``columns`` (dict name -> array) written the way ``kind`` says."""
+    options = {
+        "defaults": {},  # snappy, dictionary pages then PLAIN once the dictionary is full, v1 pages
+        "required": {},  # the same with not-null fields: pages without definition levels
+        "plain": {"compression": "none", "use_dictionary": False},
+        "snappy-plain": {"use_dictionary": False},
+        "v2-pages": {"data_page_version": "2.0"},
+        "v2-uncompressed": {"data_page_version": "2.0", "compression": "none", "use_dictionary": False},
+        "small-pages": {"data_page_size": 2000, "dictionary_pagesize_limit": 3000, "row_group_size": 1500},
+        "zstd": {"compression": "zstd"},  # a codec the page reader refuses: pyarrow reads it
+    }[kind]
+    table = pa.table(columns)
+    if kind == "required":
+        table = table.cast(pa.schema([pa.field(n, table.schema.field(n).type, nullable=False) for n in columns]))
+    pq.write_table(table, path, row_group_size=options.pop("row_group_size", 2000), **options)
+
+
+PAGE_KINDS = ["defaults", "plain", "snappy-plain", "v2-pages", "v2-uncompressed", "small-pages", "required"]
+
+
+def kind_columns(n, dtype, repeats):
+    """Float columns: distinct values, or a few values repeated (all pages dictionary-encoded)."""
+    rng = np.random.default_rng(11)
+    columns = {f"c{j}": rng.standard_normal(n).astype(dtype) for j in range(5)}
+    if repeats:
+        columns = {name: np.round(values * 2).astype(dtype) for name, values in columns.items()}
+    columns["t"] = rng.standard_normal(n).astype(dtype)
+    return columns
+
+
+def read_all_ways(path, ranges, page_reader, monkeypatch):
+    from linreg import parquet
+
+    monkeypatch.setattr(parquet, "PAGE_READER", page_reader)
+    dataset = outofcore.open_dataset(path, "t")
+    rows = []
+    for start, stop in ranges:
+        X, Y = np.empty((stop - start, dataset.n_features), dataset.dtype), np.empty((stop - start, 1), dataset.dtype)
+        dataset.X.read(start, stop, X)
+        dataset.Y.read(start, stop, Y)
+        rows.append((X, Y))
+    refused = dataset.X._pyarrow_units
+    dataset.close()
+    return rows, refused
+
+
+@pytest.mark.parametrize("repeats", [False, True], ids=["distinct", "repeated"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kind", PAGE_KINDS + ["zstd"])
+def test_the_page_reader_reads_what_pyarrow_decodes(tmp_path, monkeypatch, kind, dtype, repeats):
+    """Every file kind the page reader takes (and zstd, which it leaves to pyarrow): the same rows, bit for bit,
+    as pyarrow's decode, at offsets inside pages, across pages, row groups and dictionary/PLAIN boundaries."""
+    n = 7001
+    columns = kind_columns(n, dtype, repeats)
+    write_kind(tmp_path / "f.parquet", columns, kind)
+    rng = np.random.default_rng(3)
+    ranges = [(0, n), (0, 1), (n - 1, n), (1999, 2001), (123, 4567), (4000, 2000 + 4000)]
+    ranges += [tuple(sorted(rng.choice(n + 1, 2, replace=False))) for _ in range(20)]
+    mine, refused = read_all_ways(tmp_path / "f.parquet", ranges, True, monkeypatch)
+    theirs, _ = read_all_ways(tmp_path / "f.parquet", ranges, False, monkeypatch)
+    assert (len(refused) > 0) == (kind == "zstd"), refused
+    stored = np.column_stack([columns[f"c{j}"] for j in range(5)])
+    for (start, stop), (X, Y), (X_ref, Y_ref) in zip(ranges, mine, theirs, strict=True):
+        np.testing.assert_array_equal(X_ref, stored[start:stop])
+        assert X.tobytes() == X_ref.tobytes() and Y.tobytes() == Y_ref.tobytes()
+
+
+def test_the_page_reader_leaves_nulls_and_other_types_to_pyarrow(tmp_path, monkeypatch):
+    """A nullable column with nulls, an int column, a float16 column: refused by the page reader (from the footer),
+    read by pyarrow, the same rows; the null still named by row."""
+    n = 3000
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(n)
+    table = pa.table({"a": x, "i": np.arange(n, dtype=np.int32), "h": x.astype(np.float16), "t": x})
+    pq.write_table(table, tmp_path / "mixed.parquet", row_group_size=1000)
+    rows, refused = read_all_ways(tmp_path / "mixed.parquet", [(0, n), (999, 2001)], True, monkeypatch)
+    assert refused == {0, 1, 2}
+    np.testing.assert_array_equal(rows[0][0], np.column_stack([x, np.arange(n), x.astype(np.float16)]))
+    with_null = pa.table({"a": pa.array(list(x[:1500]) + [None] + list(x[1501:])), "t": x})
+    pq.write_table(with_null, tmp_path / "null.parquet", row_group_size=1000)
+    dataset = outofcore.open_dataset(tmp_path / "null.parquet", "t")
+    first = np.empty((1000, 1))
+    dataset.X.read(0, 1000, first)  # the group without the null: footer null count 0, the page reader's
+    np.testing.assert_array_equal(first[:, 0], x[:1000])
+    with pytest.raises(ValueError, match="column 'a' has a null .* at row 1500"):
+        dataset.X.read(1000, 2000, np.empty((1000, 1)))
+    dataset.close()
+
+
+def test_the_dictionary_decoder_and_page_header_parser_refuse_bad_input():
+    """kernels.cpu_columns: RLE / bit-packed runs decoded at any skip; truncated streams and indices beyond the
+    dictionary return False (the caller then reads the page with pyarrow); a truncated header asks for more."""
+    from linreg.kernels import cpu_columns
+
+    dictionary = np.arange(10, dtype=np.float32) * 1.5
+    # bit width 4: an RLE run of 3 x index 7, then one bit-packed group of 8 indices 0..7
+    packed = bytes([(k + 1) << 4 | k for k in range(0, 8, 2)])
+    stream = np.frombuffer(bytes([4, 3 << 1, 7, 1 << 1 | 1]) + packed, np.uint8)
+    expected = dictionary[[7, 7, 7, 0, 1, 2, 3, 4, 5, 6, 7]]
+    for skip in range(11):
+        out = np.empty(11 - skip, np.float32)
+        assert cpu_columns.dictionary_decode(stream, 11, skip, dictionary, out)
+        np.testing.assert_array_equal(out, expected[skip:])
+    assert not cpu_columns.dictionary_decode(stream[:5], 11, 0, dictionary, np.empty(11, np.float32))
+    assert not cpu_columns.dictionary_decode(stream, 11, 0, dictionary[:5], np.empty(11, np.float32))
+    assert not cpu_columns.dictionary_decode(np.frombuffer(bytes([40, 2, 0]), np.uint8), 1, 0, dictionary,
+                                             np.empty(1, np.float32))
+    fields = np.empty(cpu_columns.H_SIZE, np.int64)
+    header = np.frombuffer(bytes.fromhex("1500159001159001" "2c1528150015061506" "0000"), np.uint8)
+    assert cpu_columns.page_header(header, fields) == 0
+    assert fields[cpu_columns.H_LENGTH] == header.shape[0] and fields[cpu_columns.H_NUM_VALUES] == 20
+    assert fields[cpu_columns.H_COMPRESSED] == 72 and fields[cpu_columns.H_ENCODING] == 0
+    assert all(cpu_columns.page_header(header[:k], fields) == 1 for k in range(header.shape[0]))
+    assert cpu_columns.page_header(np.frombuffer(bytes([0x1B, 0, 0]), np.uint8), fields) == 2  # a map
+
+
+def reader_threads():
+    import threading
+
+    return [t for t in threading.enumerate() if t.name.startswith("linreg-parquet")]
+
+
+BIT_FITS = [{"epochs": 4, "lr": 0.01, "momentum": 0.5},
+            {"epochs": 2, "lr": 0.002, "batch_size": 64, "random_state": 3},
+            {"epochs": 3, "lr": "auto", "standardize": True, "batch_size": 100, "shuffle": False}]
+
+
+@pytest.mark.parametrize("options", BIT_FITS, ids=["gd", "sgd-shuffled", "sgd-in-order"])
+def test_the_reader_thread_page_reader_and_pyarrow_give_the_same_bits(data, options, monkeypatch):
+    """The overlapped reader (background fill), the serial one and pyarrow's record batches: the same chunks and
+    the same bits; and with 1 thread as with 2."""
+    import threading
+
+    import numba
+
+    from linreg import parquet
+
+    original_fill, background = parquet.ParquetColumns._fill, []
+
+    def fill(self, start, stop):
+        background.append(threading.current_thread() is not threading.main_thread())
+        return original_fill(self, start, stop)
+
+    monkeypatch.setattr(parquet.ParquetColumns, "_fill", fill)
+
+    def fit(prefetch, page_reader, threads=None):
+        monkeypatch.setattr(parquet, "PREFETCH", prefetch)
+        monkeypatch.setattr(parquet, "PAGE_READER", page_reader)
+        # Read ahead beside the full-batch kernels too (by default only where a core is spare).
+        monkeypatch.setattr(outofcore, "_spare_core", lambda: prefetch)
+        saved = numba.get_num_threads()
+        numba.set_num_threads(threads or saved)
+        try:
+            model = parquet_fit(data, "dir", options, targets=["t0", "t1"], weighted=True)
+        finally:
+            numba.set_num_threads(saved)
+        return np.concatenate([model.coef_.ravel(), model.intercept_.ravel(), model.loss_history_]).tobytes()
+
+    overlapped = fit(True, True)
+    assert background and all(background)  # every fill ran in the reader thread
+    background.clear()
+    assert overlapped == fit(False, True) == fit(True, False) == fit(False, False)
+    if numba.config.NUMBA_NUM_THREADS >= 2:
+        assert fit(True, True, threads=1) == fit(True, True, threads=2)
+    assert not reader_threads()
+
+
+def test_an_error_in_the_reader_thread_surfaces_in_the_caller_and_leaves_no_thread(data, tmp_path, monkeypatch):
+    """A page that fails to read in the background (an injected OSError), a file corrupted after it was opened
+    (its pages overwritten): the fit raises in the calling thread, and no reader thread is left running."""
+    import threading
+
+    from linreg import parquet_pages
+
+    original = parquet_pages.ColumnChunkPages.read
+    failed = []
+
+    def read(self, first, out):
+        if threading.current_thread() is not threading.main_thread():
+            failed.append(first)
+            raise OSError("injected: the disk went away")
+        return original(self, first, out)
+
+    monkeypatch.setattr(parquet_pages.ColumnChunkPages, "read", read)
+    with pytest.raises(OSError, match="injected"):  # mini-batches: always read ahead
+        parquet_fit(data, "file", {"epochs": 3, "lr": 0.002, "batch_size": 64})
+    assert failed and not reader_threads()
+    monkeypatch.setattr(parquet_pages.ColumnChunkPages, "read", original)
+
+    path = tmp_path / "corrupt.parquet"
+    path.write_bytes(data["file"].read_bytes())
+    dataset = outofcore.open_dataset(path, "t0")  # footer read: now the pages go bad
+    size = path.stat().st_size
+    with open(path, "r+b") as handle:
+        handle.seek(size // 3)
+        handle.write(b"\xff" * (size // 3))
+    reader = outofcore.ShardReader(dataset, 0, N_SAMPLES, 500)
+    with pytest.raises(Exception) as raised:
+        for k in range(reader.n_chunks):
+            reader.read(k)
+            reader.prefetch(k + 1)
+    assert not isinstance(raised.value, AssertionError)
+    dataset.close()
+    assert not reader_threads()
+
+
+def test_ctrl_c_during_a_read_stops_the_fit_cleanly(data, monkeypatch):
+    """Ctrl-C while the thread fills the next chunk: a first one (SIGINT) ends the fit after its block of epochs with
+    the engine's KeyboardInterrupt, the model keeping them; one raised inside the read (a second Ctrl-C lands
+    anywhere) propagates. Either way the thread is waited for and gone, and the files are closed."""
+    import signal
+
+    from linreg import parquet
+
+    original = parquet.ParquetColumns._transpose
+    calls, how = [0], ["signal"]
+    sources = []
+
+    def transpose(self, n, out):
+        calls[0] += 1
+        sources.append(self)
+        if calls[0] == 40:  # in the second epoch (19 chunks, X and y each)
+            if how[0] == "signal":
+                signal.raise_signal(signal.SIGINT)
+            else:
+                raise KeyboardInterrupt
+        return original(self, n, out)
+
+    monkeypatch.setattr(parquet.ParquetColumns, "_transpose", transpose)
+    model = LinearRegressor(epochs=5, lr=0.002, batch_size=64)  # mini-batches: always read ahead
+    with pytest.raises(KeyboardInterrupt, match="fit interrupted after epoch"):
+        outofcore.fit(model, data["file"], "t0", chunk_bytes=SMALL_BUDGET)
+    assert hasattr(model, "coef_") and len(model.loss_history_) >= 2
+    assert not reader_threads() and all(s._fd is None and s._executor is None for s in sources)
+    calls[0], how[0] = 0, "raise"
+    with pytest.raises(KeyboardInterrupt):
+        outofcore.fit(LinearRegressor(epochs=5, lr=0.002, batch_size=64), data["file"], "t0",
+                      chunk_bytes=SMALL_BUDGET)
+    assert not reader_threads() and all(s._fd is None and s._executor is None for s in sources)

@@ -1,0 +1,276 @@
+"""A fast path for the common simple Parquet column: float32/float64, no nulls, PLAIN or dictionary pages,
+uncompressed or snappy. It reads the pages itself, straight into a column-major buffer; anything else is pyarrow's.
+
+Why (measured, ``benchmarks/README.md``, W8): pyarrow's decode of the 2,000,000 x 32
+float32 benchmark file into Arrow columns takes ~75 ms per pass, uncompressed and
+PLAIN or not, against ~15 ms for reading the same column-chunk bytes with ``pread``:
+every record batch is a fresh allocation (page faults) filled by a copy. Here the
+values of an uncompressed PLAIN page are read by ``os.preadv`` directly into their
+place in a reused buffer ``columns`` of shape ``(n_columns, rows)`` (one copy, as the
+``.npy`` path's ``readinto``); a snappy page is decompressed by pyarrow's codec and
+copied there; a dictionary-encoded page's indices are decoded and gathered by
+``kernels.cpu_columns.dictionary_decode``. ``kernels.cpu_columns.column_major_to_rows``
+then writes the row-major chunk.
+
+What this reads itself (``ColumnChunkPages.plan`` checks it from the footer, pages
+are checked as they are read): physical type FLOAT or DOUBLE with no logical type,
+not repeated, codec UNCOMPRESSED or SNAPPY, data pages v1 or v2 with PLAIN,
+PLAIN_DICTIONARY or RLE_DICTIONARY values, and no nulls (the footer's null count 0,
+and each page's definition levels one RLE run of 1s, or a v2 header's num_nulls 0).
+Anything else raises ``Unsupported`` before or while reading, and the caller
+(``linreg.parquet.ParquetColumns``) reads the request with pyarrow instead, from the
+start: its result never depends on which path ran (``tests/scale/test_parquet.py``
+compares both on files of every kind this path takes, and some it refuses).
+
+Page headers are Thrift compact structs (parquet-format's ``PageHeader``), parsed
+here in Python: a column chunk has a page per ~1 MiB, so a few headers per chunk.
+Each column chunk's page list is built once, when first read (a few hundred bytes
+per page), and kept while its row group is being read.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+#: Physical types read here, and the NumPy dtype of their PLAIN values.
+DTYPES = {"FLOAT": np.dtype("<f4"), "DOUBLE": np.dtype("<f8")}
+CODECS = ("UNCOMPRESSED", "SNAPPY")
+_DATA_PAGE, _DICTIONARY_PAGE, _DATA_PAGE_V2 = 0, 2, 3
+_PLAIN, _PLAIN_DICTIONARY, _RLE, _RLE_DICTIONARY = 0, 2, 3, 8
+#: Bytes read for a page header at first (grown when a header, with its statistics, is longer); the start of the
+#: body read with it holds a v1 page's definition levels.
+_HEADER_GUESS = 256
+#: iovecs per preadv (Linux's IOV_MAX is 1024).
+_MAX_IOVECS = 1000
+
+
+class Unsupported(Exception):
+    """The column chunk or page is not one this path reads: read it with pyarrow."""
+
+
+# --------------------------------------------------------------------------- pages of a column chunk
+
+# Columns of ColumnChunkPages.pages, one row per page.
+(P_KIND, P_BODY, P_COMPRESSED_SIZE, P_UNCOMPRESSED_SIZE, P_NUM_VALUES, P_ENCODING, P_FIRST_ROW, P_LEVELS_BYTES,
+ P_IS_COMPRESSED, P_VALUES_AT) = range(10)
+
+
+class ColumnChunkPages:
+    """The pages of one column chunk (one column of one row group), read and decoded on request.
+
+    ``pages`` (n_pages, 10) int64, one row per page: kind, body offset in the file,
+    compressed and uncompressed sizes, num_values, encoding, first row (data pages),
+    v2 level bytes, is_compressed, and for an uncompressed v1 page the offset of its
+    values in the body (after the definition levels), checked when the page list is built.
+    """
+
+    def __init__(self, fd: int, metadata: Any, column_schema: Any) -> None:
+        self.fd = fd
+        self.dtype = DTYPES[metadata.physical_type]
+        self.codec = metadata.compression
+        self.optional = column_schema.max_definition_level > 0
+        self.pages = self._scan(metadata)
+        data = self.pages[:, P_KIND] != _DICTIONARY_PAGE
+        self.data_pages = self.pages[data]
+        self.dictionary_pages = self.pages[~data]
+        self._dictionary: np.ndarray | None = None
+
+    @staticmethod
+    def plan(metadata: Any, column_schema: Any) -> None:
+        """Raise ``Unsupported`` unless the footer says this column chunk is one this path reads."""
+        if metadata.physical_type not in DTYPES or column_schema.logical_type.type != "NONE":
+            raise Unsupported(f"physical type {metadata.physical_type}, logical type {column_schema.logical_type}")
+        if column_schema.max_repetition_level > 0:
+            raise Unsupported("a repeated column")
+        if metadata.compression not in CODECS:
+            raise Unsupported(f"codec {metadata.compression}")
+        if column_schema.max_definition_level > 0:
+            statistics = metadata.statistics
+            if statistics is None or not statistics.has_null_count or statistics.null_count != 0:
+                raise Unsupported("the column chunk may hold nulls")
+        if not set(metadata.encodings) <= {"PLAIN", "PLAIN_DICTIONARY", "RLE", "RLE_DICTIONARY", "BIT_PACKED"}:
+            raise Unsupported(f"encodings {metadata.encodings}")
+
+    def _scan(self, metadata: Any) -> np.ndarray:
+        from linreg.kernels import cpu_columns as k
+
+        start = metadata.dictionary_page_offset
+        if start is None or start <= 0 or start > metadata.data_page_offset:
+            start = metadata.data_page_offset
+        stop = start + metadata.total_compressed_size
+        rows_list, offset, rows = [], start, 0
+        fields = np.empty(k.H_SIZE, np.int64)
+        while offset < stop:
+            size = _HEADER_GUESS
+            while True:
+                data = np.frombuffer(os.pread(self.fd, min(size, stop - offset), offset), np.uint8)
+                status = k.page_header(data, fields)
+                if status != 1:
+                    break
+                if data.shape[0] < size:
+                    raise Unsupported("a page header runs past the column chunk")
+                size *= 4
+            if status:
+                raise Unsupported("a page header this reader does not parse")
+            kind, length = int(fields[k.H_TYPE]), int(fields[k.H_LENGTH])
+            page = np.array([kind, offset + length, fields[k.H_COMPRESSED], fields[k.H_UNCOMPRESSED],
+                             fields[k.H_NUM_VALUES], fields[k.H_ENCODING], rows, 0, 1, -1], np.int64)
+            if min(page[P_COMPRESSED_SIZE], page[P_UNCOMPRESSED_SIZE], page[P_NUM_VALUES]) < 0 \
+                    or page[P_BODY] + page[P_COMPRESSED_SIZE] > stop \
+                    or page[P_UNCOMPRESSED_SIZE] > metadata.total_uncompressed_size:
+                raise Unsupported("a page header without its sizes or value count, or sizes beyond its column chunk")
+            if kind == _DATA_PAGE:
+                if self.optional and fields[k.H_DEFINITION_ENCODING] != _RLE:
+                    raise Unsupported(f"definition levels encoded as {fields[k.H_DEFINITION_ENCODING]}")
+                if not self._compressed(page):
+                    body = data[length:] if data.shape[0] >= length + 16 else np.frombuffer(
+                        os.pread(self.fd, 16, offset + length), np.uint8)
+                    page[P_VALUES_AT] = self._definition_levels(page, body)
+            elif kind == _DATA_PAGE_V2:
+                if fields[k.H_NUM_NULLS] != 0:
+                    raise Unsupported("a page holds nulls")
+                page[P_LEVELS_BYTES] = fields[k.H_DEFINITION_BYTES] + fields[k.H_REPETITION_BYTES]
+                page[P_IS_COMPRESSED] = fields[k.H_IS_COMPRESSED] != 0  # absent (-1): true, the default
+                page[P_VALUES_AT] = page[P_LEVELS_BYTES]
+            elif kind == _DICTIONARY_PAGE:
+                if page[P_ENCODING] not in (_PLAIN, _PLAIN_DICTIONARY):
+                    raise Unsupported(f"dictionary page encoding {page[P_ENCODING]}")
+            else:
+                raise Unsupported(f"page type {kind}")
+            if kind != _DICTIONARY_PAGE:
+                if page[P_ENCODING] not in (_PLAIN, _PLAIN_DICTIONARY, _RLE_DICTIONARY):
+                    raise Unsupported(f"data page encoding {page[P_ENCODING]}")
+                rows += int(page[P_NUM_VALUES])
+            if kind == _DICTIONARY_PAGE or page[P_NUM_VALUES] > 0:  # a data page of no values holds no row
+                rows_list.append(page)
+            offset = int(page[P_BODY] + page[P_COMPRESSED_SIZE])
+        if rows != metadata.num_values:
+            raise Unsupported(f"the pages hold {rows} values, the footer says {metadata.num_values}")
+        return np.array(rows_list, np.int64).reshape(-1, 10)
+
+    def read(self, first: int, out: np.ndarray) -> None:
+        """Values ``[first, first + len(out))`` of the column chunk into ``out`` (1-D, contiguous, self.dtype).
+
+        A run of uncompressed PLAIN pages is one ``preadv`` of the file's bytes from the first value needed to the
+        last: each page's values land in ``out``, the headers and levels between them in a scrap buffer."""
+        from linreg.kernels import cpu_columns
+
+        done, n, itemsize = 0, out.shape[0], self.dtype.itemsize
+        index = int(np.searchsorted(self.data_pages[:, P_FIRST_ROW], first, side="right")) - 1
+        run: list[memoryview] = []  # the iovecs of the current run of plain pages
+        run_start = run_end = -1  # file offsets of that run
+        scrap = bytearray(_HEADER_GUESS)
+        out_bytes = memoryview(out).cast("B")
+        while done < n:
+            page = self.data_pages[index]
+            skip = first + done - int(page[P_FIRST_ROW])
+            count = min(n - done, int(page[P_NUM_VALUES]) - skip)
+            if page[P_ENCODING] == _PLAIN and not self._compressed(page):
+                at = int(page[P_BODY] + page[P_VALUES_AT]) + skip * itemsize
+                gap = at - run_end
+                if run and (gap < 0 or gap > len(scrap) or len(run) > _MAX_IOVECS - 2):
+                    _preadv_all(self.fd, run, run_start)
+                    run = []
+                if not run:
+                    run_start = at
+                elif gap:
+                    run.append(memoryview(scrap)[:gap])
+                run.append(out_bytes[done * itemsize:(done + count) * itemsize])
+                run_end = at + count * itemsize
+            else:
+                target = out[done:done + count]
+                body = self._body(page)
+                at = int(page[P_LEVELS_BYTES]) + (self._definition_levels(page, body) if page[P_KIND] == _DATA_PAGE
+                                                   else 0)
+                values = body[at:]
+                if page[P_ENCODING] == _PLAIN:
+                    if values.nbytes < (skip + count) * itemsize:
+                        raise Unsupported("a truncated page")
+                    target[:] = values[skip * itemsize:(skip + count) * itemsize].view(self.dtype)
+                elif not cpu_columns.dictionary_decode(values, int(page[P_NUM_VALUES]), skip,
+                                                       self._dictionary_values(), target):
+                    raise Unsupported("dictionary indices out of range or truncated")
+            done += count
+            index += 1
+        if run:
+            _preadv_all(self.fd, run, run_start)
+
+    def _compressed(self, page: np.ndarray) -> bool:
+        return self.codec != "UNCOMPRESSED" and bool(page[P_IS_COMPRESSED])
+
+    def _body(self, page: np.ndarray) -> np.ndarray:
+        """The page's body, decompressed (v2: its level bytes stay as stored), as uint8."""
+        raw = np.empty(int(page[P_COMPRESSED_SIZE]), np.uint8)
+        _pread_into(self.fd, raw, int(page[P_BODY]))
+        if not self._compressed(page):
+            return raw
+        import pyarrow as pa
+
+        levels = int(page[P_LEVELS_BYTES])
+        try:
+            values = np.frombuffer(pa.Codec("snappy").decompress(
+                raw[levels:], decompressed_size=int(page[P_UNCOMPRESSED_SIZE]) - levels), np.uint8)
+        except (OSError, ValueError, pa.ArrowException) as error:
+            raise Unsupported(f"snappy: {error}") from None
+        return np.concatenate([raw[:levels], values]) if levels else values
+
+    def _definition_levels(self, page: np.ndarray, body: np.ndarray) -> int:
+        """Bytes of a v1 page's definition levels (0 for a required column); raises ``Unsupported`` unless they say
+        every value is present (one RLE run of 1s: pyarrow's and most writers' all-valid levels)."""
+        if not self.optional:
+            return 0
+        if body.shape[0] < 6:
+            raise Unsupported("a truncated page")
+        length = int.from_bytes(bytes(body[:4]), "little")
+        run = position = shift = 0
+        while True:  # the run's header, a varint: (count << 1) for an RLE run
+            if position >= min(length, 10):
+                raise Unsupported("definition levels")
+            byte = int(body[4 + position])
+            position += 1
+            run |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+        if run & 1 or run >> 1 < page[P_NUM_VALUES] or position + 1 != length or body[4 + position] != 1:
+            raise Unsupported("the definition levels are not one run of present values")
+        return 4 + length
+
+    def release(self) -> None:
+        """Drop the dictionary (read again if this row group is read again)."""
+        self._dictionary = None
+
+    def _dictionary_values(self) -> np.ndarray:
+        if self._dictionary is None:
+            if self.dictionary_pages.shape[0] != 1:
+                raise Unsupported("dictionary-encoded pages without one dictionary page")
+            page = self.dictionary_pages[0]
+            body = self._body(page)
+            n_bytes = int(page[P_NUM_VALUES]) * self.dtype.itemsize
+            if body.nbytes < n_bytes:
+                raise Unsupported("a truncated dictionary page")
+            self._dictionary = body[:n_bytes].view(self.dtype).copy()
+        return self._dictionary
+
+
+def _pread_into(fd: int, out: np.ndarray, offset: int) -> None:
+    _preadv_all(fd, [memoryview(out).cast("B")], offset)
+
+
+def _preadv_all(fd: int, buffers: list[memoryview], offset: int) -> None:
+    """Fill ``buffers`` with the file's consecutive bytes from ``offset`` (``preadv`` until all are full)."""
+    total = sum(b.nbytes for b in buffers)
+    done = 0
+    while done < total:
+        got = os.preadv(fd, buffers, offset + done)
+        if not got:
+            raise Unsupported("the file ended inside a page")
+        done += got
+        if done < total:  # a short read: continue after the bytes that arrived
+            while got >= buffers[0].nbytes:
+                got -= buffers[0].nbytes
+                buffers = buffers[1:]
+            buffers = [buffers[0][got:], *buffers[1:]]
