@@ -9,8 +9,11 @@ Providers, each timed in the same session (pytest-benchmark's relative column is
   features (``cpu_train._apply_step_at``, the lazy step), bit-identical to the dense rule;
 * ``linreg-sparse-sgd256-dense-rule``: the batch-256 epoch with the dense step rule (every step updates all
   100,000 weights: what momentum, Adam, penalties and standardize take), the reference of the lazy steps;
-* ``sklearn-sgd``: ``SGDRegressor(penalty=None).partial_fit``, one epoch of per-sample SGD with sparse weight
-  updates, on a float64 copy of X (its own dtype: it would convert float32 X on every call);
+* ``linreg-sparse-sgd1-in-order``: the batch-1 epoch without the shuffle (rows in order, as ``sklearn-sgd``);
+* ``sklearn-sgd``: ``SGDRegressor(penalty=None, shuffle=False).partial_fit``, one epoch of per-sample SGD with
+  sparse weight updates, rows in order, on a float64 copy of X (its own dtype: it would convert float32 X on
+  every call); ``sklearn-sgd-shuffled``: the same with ``shuffle=True`` (rows in a new random order each epoch,
+  as linreg's mini-batch epochs);
 * ``torch-sparse``: one full-batch gradient step with ``torch.sparse_csr`` matmuls, ``R = X @ w + b - y`` and
   ``X^T @ R`` from a precomputed CSR of X^T (the same extra copy linreg keeps), closed form, no autograd.
 
@@ -28,7 +31,8 @@ import pytest
 from bench import quick_mode
 
 PROVIDERS = ["linreg-sparse", "linreg-sparse-sgd1", "linreg-sparse-sgd32", "linreg-sparse-sgd256",
-             "linreg-sparse-sgd256-dense-rule", "sklearn-sgd", "torch-sparse"]
+             "linreg-sparse-sgd256-dense-rule", "linreg-sparse-sgd1-in-order", "sklearn-sgd", "sklearn-sgd-shuffled",
+             "torch-sparse"]
 _DATA: dict = {}
 
 
@@ -65,13 +69,14 @@ def _linreg_epoch(X, y, dense_rule=False, **options):
     return lambda: run.advance(1)
 
 
-def _sklearn_epoch(X, y):
+def _sklearn_epoch(X, y, shuffle=False):
     pytest.importorskip("sklearn")
     from sklearn.linear_model import SGDRegressor
 
     X64 = X.astype(np.float64)
     y64 = y.astype(np.float64)
-    model = SGDRegressor(learning_rate="constant", eta0=1e-4, penalty=None, shuffle=False, tol=None)
+    model = SGDRegressor(learning_rate="constant", eta0=1e-4, penalty=None, shuffle=shuffle, tol=None,
+                         random_state=0)
     return lambda: model.partial_fit(X64, y64)
 
 
@@ -109,10 +114,12 @@ def provider_epoch(provider: str, X, y):
         if provider == "linreg-sparse":
             fn = _linreg_epoch(X, y)
         elif provider.startswith("linreg-sparse-sgd"):
-            batch = int(provider.removeprefix("linreg-sparse-sgd").removesuffix("-dense-rule"))
-            fn = _linreg_epoch(X, y, dense_rule=provider.endswith("-dense-rule"), batch_size=batch)
-        elif provider == "sklearn-sgd":
-            fn = _sklearn_epoch(X, y)
+            batch = int(provider.removeprefix("linreg-sparse-sgd").removesuffix("-dense-rule").removesuffix(
+                "-in-order"))
+            fn = _linreg_epoch(X, y, dense_rule=provider.endswith("-dense-rule"), batch_size=batch,
+                               shuffle=not provider.endswith("-in-order"))
+        elif provider.startswith("sklearn-sgd"):
+            fn = _sklearn_epoch(X, y, shuffle=provider.endswith("-shuffled"))
         else:
             fn = _torch_epoch(X, y)
         fn()
@@ -134,7 +141,7 @@ def test_w9_sparse_epoch(benchmark, request, sparse_provider):
     benchmark.extra_info.update({"provider": provider, "nnz": int(X.nnz),
                                  "matrix MB": round((X.data.nbytes + X.indices.nbytes + X.indptr.nbytes) / 1e6, 1)})
     # OpenMP and OpenBLAS workers spin briefly after a call: a pause before each round keeps the providers fair.
-    slow = provider in ("linreg-sparse-sgd1", "linreg-sparse-sgd256-dense-rule")
+    slow = provider in ("linreg-sparse-sgd1", "linreg-sparse-sgd1-in-order", "linreg-sparse-sgd256-dense-rule")
     rounds = 5 if quick else (3 if slow else 7)
     benchmark.pedantic(fn, setup=lambda: time.sleep(0.2), rounds=rounds, iterations=1, warmup_rounds=0)
 

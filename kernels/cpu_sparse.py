@@ -185,22 +185,44 @@ def _residuals(X, Y, W, b, order, weights, start, stop, residual, parallel, chun
     """Residuals of positions [start, stop) (``_residual_rows``) by chunks; db = sum s r. Returns (loss sum, S).
 
     (The parallel drivers unpack X's arrays first: numba's parallel regions cannot take the namedtuple.)"""
+    if not parallel:
+        return _residuals_serial(X, Y, W, b, order, weights, start, stop, residual, chunk_rows, n_chunks, db_parts,
+                                 loss_parts, weight_parts, db)
     indptr, indices, data = X.indptr, X.indices, X.data
-    if parallel:
-        for c in prange(n_chunks):
-            lo = start + c * chunk_rows
-            loss_parts[c], weight_parts[c] = _residual_rows(indptr, indices, data, Y, W, b, order, weights, lo,
-                                                            min(lo + chunk_rows, stop), residual, db_parts[c])
-    else:
-        for c in range(n_chunks):
-            lo = start + c * chunk_rows
-            loss_parts[c], weight_parts[c] = _residual_rows(indptr, indices, data, Y, W, b, order, weights, lo,
-                                                            min(lo + chunk_rows, stop), residual, db_parts[c])
+    for c in prange(n_chunks):
+        lo = start + c * chunk_rows
+        loss_parts[c], weight_parts[c] = _residual_rows(indptr, indices, data, Y, W, b, order, weights, lo,
+                                                        min(lo + chunk_rows, stop), residual, db_parts[c])
+    return _combine_rows(n_chunks, db_parts, loss_parts, weight_parts, db)
+
+
+# The mini-batch path's row kernels, compiled inline into the training loop: a call passes each array argument
+# with two atomic reference-count updates, which cost a batch of one row ~10x its arithmetic. (Inlined code
+# takes the caller's flags: no "contract" there, so these sums may round differently from the parallel pass's.)
+_residual_rows_inline = njit(cache=True, inline="always")(_residual_rows.py_func)
+
+
+@njit(cache=True, inline="always")
+def _residuals_serial(X, Y, W, b, order, weights, start, stop, residual, chunk_rows, n_chunks, db_parts, loss_parts,
+                      weight_parts, db):
+    """``_residuals`` in one thread: the same chunks and combine (the same bits), without a call of the parallel
+    function (~0.25 us, which a mini-batch step of a few rows would pay every step)."""
+    for c in range(n_chunks):
+        lo = start + c * chunk_rows
+        loss_parts[c], weight_parts[c] = _residual_rows_inline(X.indptr, X.indices, X.data, Y, W, b, order,
+                                                               weights, lo, min(lo + chunk_rows, stop), residual,
+                                                               db_parts[c])
+    return _combine_rows(n_chunks, db_parts, loss_parts, weight_parts, db)
+
+
+@njit(cache=True, inline="always")
+def _combine_rows(n_chunks, db_parts, loss_parts, weight_parts, db):
+    """(loss sum, S) and db of the chunks' partials, in chunk order: the same sums for any thread count."""
     total = 0.0
     weight_total = 0.0
     for o in range(db.shape[0]):
         db[o] = 0.0
-    for c in range(n_chunks):  # chunk order: the same sums for any thread count
+    for c in range(n_chunks):
         total += loss_parts[c]
         weight_total += weight_parts[c]
         for o in range(db.shape[0]):
@@ -273,7 +295,7 @@ def _column_gradient(X, residual, dW, scale, parallel):
             dW[o, j] *= scale
 
 
-@njit(cache=True, fastmath=_FASTMATH)
+@njit(cache=True, inline="always")  # the mini-batch path: see _residual_rows_inline
 def _scatter_gradient(X, residual, order, start, stop, dW, scale, touched, mark, stamp):
     """dW[:, f] = scale * sum over positions [start, stop), in order, of residual[i] x_if (the CSR rows), serial,
     for the features f the batch's rows touch, listed once each in ``touched``; returns how many. O(batch
@@ -308,7 +330,7 @@ def _zero_rows(residual):
             residual[i, o] = 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")  # no call per mini-batch step (see kernels.cpu_train._copy_params)
 def _batch_loss_grad(X, Y, W, b, order, weights, start, stop, dW, db, chunk_rows, n_chunks, work):
     """Loss (weighted mean, module doc) and float64 dW, db of positions [start, stop); returns (loss, S).
 
@@ -331,8 +353,12 @@ def _batch_loss_grad(X, Y, W, b, order, weights, start, stop, dW, db, chunk_rows
     only_touched = lazy is not None and not by_columns  # lazy: True or None, by type (engine_work)
     if by_columns and not whole:  # rows outside the batch must add nothing to the column sums
         _zero_rows(residual)
-    loss, weight_total = _residuals(X, Y, W, b, order, weights, start, stop, residual, batch_work >= min_work,
-                                    chunk_rows, n_chunks, db_parts, loss_parts, weight_parts, db)
+    if batch_work >= min_work:
+        loss, weight_total = _residuals(X, Y, W, b, order, weights, start, stop, residual, True, chunk_rows,
+                                        n_chunks, db_parts, loss_parts, weight_parts, db)
+    else:  # a mini-batch: no call of the parallel function
+        loss, weight_total = _residuals_serial(X, Y, W, b, order, weights, start, stop, residual, chunk_rows,
+                                               n_chunks, db_parts, loss_parts, weight_parts, db)
     if weight_total == 0.0:
         db[:] = 0.0
         counts[0] = 0

@@ -258,6 +258,13 @@ class EngineRun(_CompiledRun):
                         np.empty((n_outputs, n_features)), np.empty(n_outputs),
                         np.empty((n_outputs, n_features)), np.empty(n_outputs))
 
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        if getattr(self, "lazy_steps", False):  # prev_W came from the file: the next lazy step syncs all of it
+            steps = self.work[5]
+            steps.previous[:] = np.arange(steps.previous.shape[0])
+            steps.counts[1] = steps.previous.shape[0]
+
     def advance(self, n_epochs: int) -> int:
         n_epochs = self._can_advance(n_epochs)
         if not n_epochs:

@@ -81,6 +81,20 @@ def test_weighted_multi_output_in_order_and_a_second_block_of_epochs_are_bit_ide
     assert_same_bits(trajectory(runs[0], 2), trajectory(runs[1], 2))  # the next block starts from the state
 
 
+def test_a_run_resumed_from_its_state_dict_continues_bit_for_bit():
+    X, Y = sparse_data(seed=7)
+    whole = engine_run(X, Y, batch_size=8, epochs=4)
+    trajectory(whole, 4)
+    first = engine_run(X, Y, batch_size=8, epochs=4)
+    trajectory(first, 2)
+    resumed = engine_run(X, Y, batch_size=8, epochs=4)
+    resumed.load_state_dict(first.state_dict())
+    trajectory(resumed, 2)
+    for name in ("W", "b", "prev_W", "prev_b", "counters"):
+        np.testing.assert_array_equal(getattr(resumed.state.arrays, name), getattr(whole.state.arrays, name), name)
+    np.testing.assert_array_equal(resumed.loss_history, whole.loss_history)
+
+
 def test_early_stopping_keeps_and_restores_the_same_best_parameters():
     X, Y = sparse_data(seed=3)
     val_rows = np.arange(500, N_SAMPLES, dtype=np.int64)
