@@ -31,7 +31,8 @@ import pytest
 from bench import quick_mode
 
 PROVIDERS = ["linreg-sparse", "linreg-sparse-sgd1", "linreg-sparse-sgd32", "linreg-sparse-sgd256",
-             "linreg-sparse-sgd256-dense-rule", "linreg-sparse-sgd1-in-order", "sklearn-sgd", "sklearn-sgd-shuffled",
+             "linreg-sparse-sgd256-dense-rule", "linreg-sparse-sgd1-in-order", "linreg-sparse-sgd256-in-order",
+             "sklearn-sgd", "sklearn-sgd-shuffled",
              "torch-sparse"]
 _DATA: dict = {}
 
