@@ -41,7 +41,10 @@ Parallel strategy, deterministic for any thread count, with scratch bounded by O
   columns of a block before the next, and dW carries each column's running sum from block to block, so
   the sums are the plain CSC's, in the same order, whatever the blocking.
 * Small batches (a mini-batch, well under a quarter of the rows) instead scatter their rows' CSR entries
-  into dW serially, in batch order: O(batch non-zeros + n_features), not a pass over all of X.
+  into dW serially, in batch order, listing the features they touch (``_scatter_gradient``): O(batch
+  non-zeros), plus zeroing dW (O(n_features)) unless the run takes lazy steps (``engine_work(lazy=True)``,
+  ``kernels.cpu_train._apply_step_at``), whose step reads dW at the listed features only.
+* The robust "meat" of inference is the Gram matrix with row weights u_i (section at the end).
 * Column moments, the Gram statistics and the Hessian's column half go by columns in the same way; the Gram
   row j of column j's pass is G[j, :] = sum_{i: x_ij != 0} s_i x_ij x_i (the CSR row i), so G stays exactly
   symmetric (x_ij x_if is commutative; both halves add in ascending row order).

@@ -26,7 +26,9 @@ with standardised parameters (Ws, bs), the kernel sees ``W = Ws / sigma`` and
 
 X may also be sparse (``kernels.cpu_sparse.SparseRows``): the loops take their batches through
 ``_data_batch`` / ``_data_whole_batch``, which pick the dense or the sparse kernels by X's type when
-numba compiles the loop, so each compiled variant reaches only its own kind's kernels.
+numba compiles the loop, so each compiled variant reaches only its own kind's kernels. A sparse run whose
+options leave a weight with zero gradient unchanged (``lazy_steps_exact``) takes its mini-batch steps on
+the batch's features only (``_data_apply_step`` -> ``_apply_step_at``), chosen by its work's type.
 
 Parallel strategy: as in ``kernels.cpu``: a batch's rows are cut into chunks
 whose layout depends only on the batch length (``kernels.cpu.chunking``), each

@@ -14,6 +14,11 @@ What differs from dense X, and why:
   beyond, ``solver="normal"``/``"gram"`` raise (use ``solver="gd"``) and ``lr="auto"`` takes the Hessian's
   largest eigenvalue by the Lanczos iteration through the sparse kernels.
 * Only ``backend="cpu"`` trains on sparse X.
+* Plain-SGD mini-batches on raw features (no momentum, penalty or weight decay) step only the batch's
+  features, O(its non-zeros) a step, with the dense rule's bits (``kernels.cpu_train.lazy_steps_exact``);
+  other option sets update every weight each step.
+* Inference (``inference_rows``: every ``cov_type``) and ``linreg train --dataset X.npz --target-file y.npy``
+  (``load_file``, a ``scipy.sparse.save_npz`` file) take sparse X too.
 """
 
 from __future__ import annotations
