@@ -41,7 +41,10 @@ Parallel strategy, deterministic for any thread count, with scratch bounded by O
   columns of a block before the next, and dW carries each column's running sum from block to block, so
   the sums are the plain CSC's, in the same order, whatever the blocking.
 * Small batches (a mini-batch, well under a quarter of the rows) instead scatter their rows' CSR entries
-  into dW serially, in batch order: O(batch non-zeros + n_features), not a pass over all of X.
+  into dW serially, in batch order, listing the features they touch (``_scatter_gradient``): O(batch
+  non-zeros), plus zeroing dW (O(n_features)) unless the run takes lazy steps (``engine_work(lazy=True)``,
+  ``kernels.cpu_train._apply_step_at``), whose step reads dW at the listed features only.
+* The robust "meat" of inference is the Gram matrix with row weights u_i (section at the end).
 * Column moments, the Gram statistics and the Hessian's column half go by columns in the same way; the Gram
   row j of column j's pass is G[j, :] = sum_{i: x_ij != 0} s_i x_ij x_i (the CSR row i), so G stays exactly
   symmetric (x_ij x_if is commutative; both halves add in ascending row order).
@@ -185,22 +188,44 @@ def _residuals(X, Y, W, b, order, weights, start, stop, residual, parallel, chun
     """Residuals of positions [start, stop) (``_residual_rows``) by chunks; db = sum s r. Returns (loss sum, S).
 
     (The parallel drivers unpack X's arrays first: numba's parallel regions cannot take the namedtuple.)"""
+    if not parallel:
+        return _residuals_serial(X, Y, W, b, order, weights, start, stop, residual, chunk_rows, n_chunks, db_parts,
+                                 loss_parts, weight_parts, db)
     indptr, indices, data = X.indptr, X.indices, X.data
-    if parallel:
-        for c in prange(n_chunks):
-            lo = start + c * chunk_rows
-            loss_parts[c], weight_parts[c] = _residual_rows(indptr, indices, data, Y, W, b, order, weights, lo,
-                                                            min(lo + chunk_rows, stop), residual, db_parts[c])
-    else:
-        for c in range(n_chunks):
-            lo = start + c * chunk_rows
-            loss_parts[c], weight_parts[c] = _residual_rows(indptr, indices, data, Y, W, b, order, weights, lo,
-                                                            min(lo + chunk_rows, stop), residual, db_parts[c])
+    for c in prange(n_chunks):
+        lo = start + c * chunk_rows
+        loss_parts[c], weight_parts[c] = _residual_rows(indptr, indices, data, Y, W, b, order, weights, lo,
+                                                        min(lo + chunk_rows, stop), residual, db_parts[c])
+    return _combine_rows(n_chunks, db_parts, loss_parts, weight_parts, db)
+
+
+# The mini-batch path's row kernels, compiled inline into the training loop: a call passes each array argument
+# with two atomic reference-count updates, which cost a batch of one row ~10x its arithmetic. (Inlined code
+# takes the caller's flags: no "contract" there, so these sums may round differently from the parallel pass's.)
+_residual_rows_inline = njit(cache=True, inline="always")(_residual_rows.py_func)
+
+
+@njit(cache=True, inline="always")
+def _residuals_serial(X, Y, W, b, order, weights, start, stop, residual, chunk_rows, n_chunks, db_parts, loss_parts,
+                      weight_parts, db):
+    """``_residuals`` in one thread: the same chunks and combine (the same bits), without a call of the parallel
+    function (~0.25 us, which a mini-batch step of a few rows would pay every step)."""
+    for c in range(n_chunks):
+        lo = start + c * chunk_rows
+        loss_parts[c], weight_parts[c] = _residual_rows_inline(X.indptr, X.indices, X.data, Y, W, b, order,
+                                                               weights, lo, min(lo + chunk_rows, stop), residual,
+                                                               db_parts[c])
+    return _combine_rows(n_chunks, db_parts, loss_parts, weight_parts, db)
+
+
+@njit(cache=True, inline="always")
+def _combine_rows(n_chunks, db_parts, loss_parts, weight_parts, db):
+    """(loss sum, S) and db of the chunks' partials, in chunk order: the same sums for any thread count."""
     total = 0.0
     weight_total = 0.0
     for o in range(db.shape[0]):
         db[o] = 0.0
-    for c in range(n_chunks):  # chunk order: the same sums for any thread count
+    for c in range(n_chunks):
         total += loss_parts[c]
         weight_total += weight_parts[c]
         for o in range(db.shape[0]):
@@ -273,24 +298,32 @@ def _column_gradient(X, residual, dW, scale, parallel):
             dW[o, j] *= scale
 
 
-@njit(cache=True, fastmath=_FASTMATH)
-def _scatter_gradient(X, residual, order, start, stop, dW, scale):
-    """dW = scale * sum over positions [start, stop), in order, of residual[i]^T x_i (the CSR rows): serial."""
-    n_outputs, n_features = dW.shape
+@njit(cache=True, inline="always")  # the mini-batch path: see _residual_rows_inline
+def _scatter_gradient(X, residual, order, start, stop, dW, scale, touched, mark, stamp):
+    """dW[:, f] = scale * sum over positions [start, stop), in order, of residual[i] x_if (the CSR rows), serial,
+    for the features f the batch's rows touch, listed once each in ``touched``; returns how many. O(batch
+    non-zeros): dW elsewhere is left as it was. ``mark[f] == stamp`` marks f listed (``stamp`` new each call)."""
+    n_outputs = dW.shape[0]
     indptr, indices, data = X.indptr, X.indices, X.data
-    for o in range(n_outputs):
-        for f in range(n_features):
-            dW[o, f] = 0.0
+    n_touched = 0
     for p in range(start, stop):
         i = order[p] if order.shape[0] > 0 else p
         for k in range(indptr[i], indptr[i + 1]):
-            x = np.float64(data[k])
             f = indices[k]
+            if mark[f] != stamp:
+                mark[f] = stamp
+                touched[n_touched] = f
+                n_touched += 1
+                for o in range(n_outputs):
+                    dW[o, f] = 0.0
+            x = np.float64(data[k])
             for o in range(n_outputs):
                 dW[o, f] += x * residual[i, o]
-    for o in range(n_outputs):
-        for f in range(n_features):
+    for t in range(n_touched):
+        f = touched[t]
+        for o in range(n_outputs):
             dW[o, f] *= scale
+    return n_touched
 
 
 @njit(cache=True)
@@ -300,28 +333,40 @@ def _zero_rows(residual):
             residual[i, o] = 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")  # no call per mini-batch step (see kernels.cpu_train._copy_params)
 def _batch_loss_grad(X, Y, W, b, order, weights, start, stop, dW, db, chunk_rows, n_chunks, work):
     """Loss (weighted mean, module doc) and float64 dW, db of positions [start, stop); returns (loss, S).
 
-    ``work`` = (residual, db_parts, loss_parts, weight_parts, min_work) (``engine_work``). A batch whose
-    weights are all 0 returns (0, 0) and zero gradients: the training loop skips its step.
+    ``work`` = (residual, db_parts, loss_parts, weight_parts, min_work, steps, lazy) (``engine_work``). The
+    features whose gradient was written are ``steps.touched[:steps.counts[0]]``: all of them, except for a
+    small batch with ``lazy`` True, whose gradient is written at its own rows' features only (O(batch
+    non-zeros); dW keeps stale values elsewhere, which the lazy step ``cpu_train._apply_step_at`` never reads).
+    A batch whose weights are all 0 returns (0, 0) and zero gradients (none listed if lazy): the training loop
+    skips its step.
     """
-    residual, db_parts, loss_parts, weight_parts, min_work = work
+    residual, db_parts, loss_parts, weight_parts, min_work, steps, lazy = work
+    touched, counts, mark = steps.touched, steps.counts, steps.mark
     n_samples = X.shape[0]
-    n_outputs = W.shape[0]
+    n_outputs, n_features = W.shape
     n = stop - start
     nnz = X.data.shape[0]
     batch_work = (n * (nnz // max(n_samples, 1) + 1)) * n_outputs
     by_columns = n >= COLUMN_PASS_MIN_SHARE * n_samples
     whole = order.shape[0] == 0 and start == 0 and n == n_samples
+    only_touched = lazy is not None and not by_columns  # lazy: True or None, by type (engine_work)
     if by_columns and not whole:  # rows outside the batch must add nothing to the column sums
         _zero_rows(residual)
-    loss, weight_total = _residuals(X, Y, W, b, order, weights, start, stop, residual, batch_work >= min_work,
-                                    chunk_rows, n_chunks, db_parts, loss_parts, weight_parts, db)
+    if batch_work >= min_work:
+        loss, weight_total = _residuals(X, Y, W, b, order, weights, start, stop, residual, True, chunk_rows,
+                                        n_chunks, db_parts, loss_parts, weight_parts, db)
+    else:  # a mini-batch: no call of the parallel function
+        loss, weight_total = _residuals_serial(X, Y, W, b, order, weights, start, stop, residual, chunk_rows,
+                                               n_chunks, db_parts, loss_parts, weight_parts, db)
     if weight_total == 0.0:
-        dW[:] = 0.0
         db[:] = 0.0
+        counts[0] = 0
+        if not only_touched:
+            dW[:] = 0.0
         return 0.0, 0.0
     n_elements = n_outputs * weight_total
     scale = 2.0 / n_elements
@@ -329,15 +374,32 @@ def _batch_loss_grad(X, Y, W, b, order, weights, start, stop, dW, db, chunk_rows
         db[o] *= scale
     if by_columns:
         _column_gradient(X, residual, dW, scale, (nnz + X.shape[1]) * n_outputs >= min_work)
+        for f in range(n_features):
+            touched[f] = f
+        counts[0] = n_features
     else:
-        _scatter_gradient(X, residual, order, start, stop, dW, scale)
+        if not only_touched:
+            dW[:] = 0.0
+        counts[2] += 1  # a new stamp: no feature is listed yet
+        counts[0] = _scatter_gradient(X, residual, order, start, stop, dW, scale, touched, mark, counts[2])
     return loss / n_elements, weight_total
 
 
-def engine_work(X: SparseRows, n_outputs: int, max_chunks: int) -> tuple:
-    """The scratch ``_batch_loss_grad`` takes, for batches of up to ``max_chunks`` chunks: O(n_samples * n_outputs)."""
+#: The lists of a lazy (sparse) mini-batch step (``cpu_train._apply_step_at``), int64: ``touched`` the features
+#: the batch's gradient was written at (``counts[0]`` of them), ``previous`` those of the last step taken
+#: (``counts[1]``), ``mark`` (n_features,) the stamp (``counts[2]``) that listed each feature last.
+SparseSteps = namedtuple("SparseSteps", ["touched", "previous", "mark", "counts"])
+
+
+def engine_work(X: SparseRows, n_outputs: int, max_chunks: int, *, lazy: bool = False) -> tuple:
+    """The scratch ``_batch_loss_grad`` takes, for batches of up to ``max_chunks`` chunks: O(n_samples * n_outputs
+    + n_features). ``lazy``: mini-batch gradients are written at their rows' features only (its type tells the
+    compiled loop to take the lazy step: True, or None for the dense step)."""
+    n_features = int(X.shape[1])
+    steps = SparseSteps(np.zeros(n_features, np.int64), np.zeros(n_features, np.int64),
+                        np.full(n_features, -1, np.int64), np.zeros(3, np.int64))
     return (np.zeros((int(X.shape[0]), n_outputs)), np.zeros((max_chunks, n_outputs)), np.zeros(max_chunks),
-            np.zeros(max_chunks), np.int64(cpu.PARALLEL_MIN_WORK))
+            np.zeros(max_chunks), np.int64(cpu.PARALLEL_MIN_WORK), steps, True if lazy else None)
 
 
 # --------------------------------------------------------------------------- statistics (by columns)
@@ -600,3 +662,99 @@ def hessian_largest_eigenvalue(X: SparseRows, s: np.ndarray, n_outputs: int, mu:
         betas.append(beta)
         q_previous, q = q, w / beta
     return top
+
+
+# --------------------------------------------------------------------------- the robust "meat" (inference)
+#
+# As ``kernels.cpu_stats`` for dense X: with a_i = [x_i 1], r_io = a_i^T theta_o - y_io and the leverage
+# h_i = s_i a_i^T G^+ a_i (here from G^+ itself: (nnz_i + 1)^2 multiply-adds a row, not (F+1)^2 / 2),
+#     u_io = (s_i r_io)^2 / (1 - h_i)^power,   M_o = sum_i u_io a_i a_i^T = A^T diag(u_o) A,
+# so M_o is the Gram matrix G of [X 1] with row weights u_o (``_gram``: by columns, deterministic, exactly
+# symmetric), and no (chunks x (F+1)^2) partials are formed.
+
+
+# error_model="numpy": a leverage of exactly 1 gives 1 / 0 = inf (then NaN standard errors, as for dense X).
+@njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
+def _meat_weights_rows(indptr, indices, data, Y, weights, theta, G_pinv, power, u, start, stop, ssr):
+    """u[i, o] (module section above) of rows [start, stop) and their ssr; returns their max leverage."""
+    n_features = theta.shape[0] - 1
+    n_outputs = Y.shape[1]
+    for o in range(n_outputs):
+        ssr[o] = 0.0
+    max_leverage = 0.0
+    for i in range(start, stop):
+        s = weights[i] if weights.shape[0] > 0 else 1.0
+        factor = 1.0
+        if power > 0:
+            quadratic = G_pinv[n_features, n_features]
+            for k in range(indptr[i], indptr[i + 1]):
+                x = np.float64(data[k])
+                f = indices[k]
+                cross = G_pinv[f, n_features]
+                for q in range(indptr[i], indptr[i + 1]):
+                    cross += 0.5 * G_pinv[f, indices[q]] * np.float64(data[q])
+                quadratic += 2.0 * x * cross
+            leverage = s * quadratic
+            max_leverage = max(max_leverage, leverage)
+            factor = 1.0 / (1.0 - leverage)
+            if power == 2:
+                factor *= factor
+        for o in range(n_outputs):
+            r = theta[n_features, o] - np.float64(Y[i, o])
+            for k in range(indptr[i], indptr[i + 1]):
+                r += np.float64(data[k]) * theta[indices[k], o]
+            ssr[o] += s * r * r
+            u[i, o] = (s * r) * (s * r) * factor
+    return max_leverage
+
+
+@njit(parallel=True, cache=True)
+def _meat_weights(X, Y, weights, theta, G_pinv, power, u, parallel, chunk_rows, n_chunks, ssr_parts, leverage_parts,
+                  ssr):
+    n_samples = X.shape[0]
+    indptr, indices, data = X.indptr, X.indices, X.data
+    if parallel:
+        for c in prange(n_chunks):
+            lo = c * chunk_rows
+            leverage_parts[c] = _meat_weights_rows(indptr, indices, data, Y, weights, theta, G_pinv, power, u, lo,
+                                                   min(lo + chunk_rows, n_samples), ssr_parts[c])
+    else:
+        for c in range(n_chunks):
+            lo = c * chunk_rows
+            leverage_parts[c] = _meat_weights_rows(indptr, indices, data, Y, weights, theta, G_pinv, power, u, lo,
+                                                   min(lo + chunk_rows, n_samples), ssr_parts[c])
+    max_leverage = 0.0
+    for o in range(ssr.shape[0]):
+        acc = 0.0
+        for c in range(n_chunks):  # chunk order: the same sums for any thread count
+            acc += ssr_parts[c, o]
+        ssr[o] = acc
+    for c in range(n_chunks):
+        max_leverage = max(max_leverage, leverage_parts[c])
+    return max_leverage
+
+
+def robust_meat(X: SparseRows, Y: np.ndarray, theta: np.ndarray, weights: np.ndarray | None, G_pinv: np.ndarray,
+                power: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """``(M, ssr, max_leverage)`` of ``kernels.cpu_stats.robust_meat`` for sparse X (the section above): M
+    (O, F+1, F+1) dense, so for small F only; ``G_pinv`` the pseudo-inverse of G, read for power 1 or 2."""
+    n_samples, n_features = int(X.shape[0]), int(X.shape[1])
+    n_outputs = Y.shape[1]
+    size = n_features + 1
+    if theta.shape != (size, n_outputs) or G_pinv.shape != (size, size):
+        raise ValueError(f"theta must be {(size, n_outputs)} and G_pinv {(size, size)}, got {theta.shape} and "
+                         f"{G_pinv.shape}")
+    if power not in (0, 1, 2):
+        raise ValueError(f"power must be 0 (HC0/HC1), 1 (HC2) or 2 (HC3), got {power}")
+    weights = np.empty(0) if weights is None else np.ascontiguousarray(weights, np.float64)
+    chunk_rows, n_chunks = cpu.chunking(n_samples)
+    u = np.empty((n_samples, n_outputs))
+    ssr = np.empty(n_outputs)
+    max_leverage = _meat_weights(X, Y, weights, np.ascontiguousarray(theta, np.float64),
+                                 np.ascontiguousarray(G_pinv, np.float64), np.int64(power), u,
+                                 parallel_pass(X, n_outputs), chunk_rows, n_chunks, np.empty((n_chunks, n_outputs)),
+                                 np.empty(n_chunks), ssr)
+    M = np.empty((n_outputs, size, size))
+    for o in range(n_outputs):
+        M[o] = gram(X, Y, np.ascontiguousarray(u[:, o]))[0]
+    return M, ssr, float(max_leverage)

@@ -26,7 +26,9 @@ with standardised parameters (Ws, bs), the kernel sees ``W = Ws / sigma`` and
 
 X may also be sparse (``kernels.cpu_sparse.SparseRows``): the loops take their batches through
 ``_data_batch`` / ``_data_whole_batch``, which pick the dense or the sparse kernels by X's type when
-numba compiles the loop, so each compiled variant reaches only its own kind's kernels.
+numba compiles the loop, so each compiled variant reaches only its own kind's kernels. A sparse run whose
+options leave a weight with zero gradient unchanged (``lazy_steps_exact``) takes its mini-batch steps on
+the batch's features only (``_data_apply_step`` -> ``_apply_step_at``), chosen by its work's type.
 
 Parallel strategy: as in ``kernels.cpu``: a batch's rows are cut into chunks
 whose layout depends only on the batch length (``kernels.cpu.chunking``), each
@@ -290,40 +292,88 @@ def _optimizer_step(theta, grad, buffers, step, lr, config, penalised):
     ``step`` is the 1-based step number. Weight decay acts only where ``penalised``
     (the weights, not the bias): torch.optim with the bias in a weight_decay=0 group.
     """
+    weight_decay, step_size, bias_correction2_sqrt = _step_constants(step, lr, config, penalised)
+    if config.optimizer == SGD and config.momentum == 0.0:  # no momentum buffer to read or write
+        for k in range(theta.shape[0]):
+            theta[k], _ = _sgd_update(theta[k], grad[k], 0.0, step, lr, config, weight_decay)
+        return
+    if config.optimizer == SGD:
+        for k in range(theta.shape[0]):
+            theta[k], buffers[0, k] = _sgd_update(theta[k], grad[k], buffers[0, k], step, lr, config, weight_decay)
+        return
+    for k in range(theta.shape[0]):
+        theta[k], buffers[1, k], buffers[2, k], buffers[3, k] = _adam_update(
+            theta[k], grad[k], buffers[1, k], buffers[2, k], buffers[3, k], lr, config, weight_decay, step_size,
+            bias_correction2_sqrt)
+
+
+@njit(cache=True, inline="always")
+def _optimizer_step_at(theta, grad, buffers, step, lr, config, penalised, coords, n_coords):
+    """``_optimizer_step`` on the coordinates ``coords[:n_coords]`` only (distinct): each gets the same
+    arithmetic (``_sgd_update`` / ``_adam_update``), so the same bits, as in a step over all of them (the sparse
+    mini-batch steps)."""
+    weight_decay, step_size, bias_correction2_sqrt = _step_constants(step, lr, config, penalised)
+    if config.optimizer == SGD and config.momentum == 0.0:  # no momentum buffer to read or write
+        for t in range(n_coords):
+            k = coords[t]
+            theta[k], _ = _sgd_update(theta[k], grad[k], 0.0, step, lr, config, weight_decay)
+        return
+    if config.optimizer == SGD:
+        for t in range(n_coords):
+            k = coords[t]
+            theta[k], buffers[0, k] = _sgd_update(theta[k], grad[k], buffers[0, k], step, lr, config, weight_decay)
+        return
+    for t in range(n_coords):
+        k = coords[t]
+        theta[k], buffers[1, k], buffers[2, k], buffers[3, k] = _adam_update(
+            theta[k], grad[k], buffers[1, k], buffers[2, k], buffers[3, k], lr, config, weight_decay, step_size,
+            bias_correction2_sqrt)
+
+
+@njit(cache=True, inline="always")
+def _step_constants(step, lr, config, penalised):
+    """(weight decay, Adam's step size, Adam's sqrt of the second bias correction) of a step."""
     weight_decay = config.weight_decay if penalised else 0.0
     if config.optimizer == SGD:
-        momentum = config.momentum
-        dampening = config.dampening
-        nesterov = config.nesterov
-        for k in range(theta.shape[0]):
-            g = grad[k] + weight_decay * theta[k]
-            if momentum != 0.0:
-                if step == 1:
-                    buffers[0, k] = g
-                else:
-                    buffers[0, k] = momentum * buffers[0, k] + (1.0 - dampening) * g
-                g = g + momentum * buffers[0, k] if nesterov else buffers[0, k]
-            theta[k] -= lr * g
-        return
-    beta1 = config.beta1
-    beta2 = config.beta2
-    eps = config.eps
-    bias_correction1 = 1.0 - beta1**step
-    bias_correction2_sqrt = math.sqrt(1.0 - beta2**step)  # math, not np: the rules also compile for CUDA
-    step_size = lr / bias_correction1
-    for k in range(theta.shape[0]):
-        g = grad[k]
-        if config.optimizer == ADAMW:
-            theta[k] *= 1.0 - lr * weight_decay
+        return weight_decay, lr, 1.0
+    bias_correction1 = 1.0 - config.beta1**step
+    bias_correction2_sqrt = math.sqrt(1.0 - config.beta2**step)  # math, not np: the rules also compile for CUDA
+    return weight_decay, lr / bias_correction1, bias_correction2_sqrt
+
+
+# The per-coordinate rules take and return scalars, not arrays: an inlined function's array arguments would
+# each cost two atomic reference-count updates per coordinate (~40 ns a coordinate measured here).
+@njit(cache=True, inline="always")
+def _sgd_update(theta, grad, momentum_buffer, step, lr, config, weight_decay):
+    """torch.optim.SGD on one coordinate: (new value, new momentum buffer)."""
+    g = grad + weight_decay * theta
+    momentum = config.momentum
+    if momentum != 0.0:
+        if step == 1:
+            momentum_buffer = g
         else:
-            g = g + weight_decay * theta[k]
-        buffers[1, k] += (g - buffers[1, k]) * (1.0 - beta1)  # torch: exp_avg.lerp_(grad, 1 - beta1)
-        buffers[2, k] = beta2 * buffers[2, k] + (1.0 - beta2) * g * g
-        second = buffers[2, k]
-        if config.amsgrad:
-            buffers[3, k] = max(buffers[3, k], second)
-            second = buffers[3, k]
-        theta[k] -= step_size * buffers[1, k] / (math.sqrt(second) / bias_correction2_sqrt + eps)
+            momentum_buffer = momentum * momentum_buffer + (1.0 - config.dampening) * g
+        g = g + momentum * momentum_buffer if config.nesterov else momentum_buffer
+    return theta - lr * g, momentum_buffer
+
+
+@njit(cache=True, inline="always")
+def _adam_update(theta, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, config, weight_decay, step_size,
+                 bias_correction2_sqrt):
+    """torch.optim.Adam / AdamW on one coordinate: (new value, exp_avg, exp_avg_sq, max_exp_avg_sq)."""
+    g = grad
+    if config.optimizer == ADAMW:
+        theta *= 1.0 - lr * weight_decay
+    else:
+        g = g + weight_decay * theta
+    exp_avg += (g - exp_avg) * (1.0 - config.beta1)  # torch: exp_avg.lerp_(grad, 1 - beta1)
+    exp_avg_sq = config.beta2 * exp_avg_sq + (1.0 - config.beta2) * g * g
+    second = exp_avg_sq
+    if config.amsgrad:
+        max_exp_avg_sq = max(max_exp_avg_sq, second)
+        second = max_exp_avg_sq
+    theta -= step_size * exp_avg / (math.sqrt(second) / bias_correction2_sqrt + config.eps)
+    return theta, exp_avg, exp_avg_sq, max_exp_avg_sq
 
 
 @njit(cache=True, inline="always")
@@ -430,8 +480,47 @@ def _data_batch_overload(X, Y, weights, order, start, stop, state, config, layou
     if isinstance(X, types.Array):
         return lambda X, Y, weights, order, start, stop, state, config, layouts, Wk, bk, W_eff, b_eff, dW, db, work: (
             _batch(X, Y, weights, order, start, stop, state, config, layouts, Wk, bk, W_eff, b_eff, dW, db, work))
+    if isinstance(work[6], types.NoneType):
+        return lambda X, Y, weights, order, start, stop, state, config, layouts, Wk, bk, W_eff, b_eff, dW, db, work: (
+            _sparse_batch(X, Y, weights, order, start, stop, state, config, layouts, Wk, bk, W_eff, b_eff, dW, db,
+                          work))
     return lambda X, Y, weights, order, start, stop, state, config, layouts, Wk, bk, W_eff, b_eff, dW, db, work: (
-        _sparse_batch(X, Y, weights, order, start, stop, state, config, layouts, Wk, bk, W_eff, b_eff, dW, db, work))
+        _sparse_lazy_batch(X, Y, weights, order, start, stop, state, config, layouts, Wk, bk, W_eff, b_eff, dW, db,
+                           work))
+
+
+def _data_apply_step(X, state, dW, db, value, config, lr, work):
+    """``_apply_step`` of the data's kind (compiled code only): ``_apply_step``, or for a sparse X whose run
+    takes lazy steps (``kernels.cpu_sparse.engine_work(lazy=True)``, chosen in Python by ``lazy_steps_exact``)
+    ``_apply_step_at`` on the features the batch touched."""
+    raise NotImplementedError("compiled code only")
+
+
+@overload(_data_apply_step, inline="always")
+def _data_apply_step_overload(X, state, dW, db, value, config, lr, work):
+    if isinstance(X, types.Array) or isinstance(work[6], types.NoneType):
+        return lambda X, state, dW, db, value, config, lr, work: _apply_step(state, dW, db, value, config, lr)
+
+    def lazy_step(X, state, dW, db, value, config, lr, work):
+        steps = work[5]
+        touched, previous, counts = steps.touched, steps.previous, steps.counts
+        value, stepped = _apply_step_at(state, dW, db, value, config, lr, touched, counts[0], previous, counts[1])
+        if stepped:  # this step's features are the next one's previous
+            for t in range(counts[0]):
+                previous[t] = touched[t]
+            counts[1] = counts[0]
+        return value, stepped
+    return lazy_step
+
+
+def lazy_steps_exact(config: EngineConfig) -> bool:
+    """Whether a weight whose data gradient is 0 provably keeps its value in a step of ``config`` (so a sparse
+    mini-batch step may update only its rows' features: ``_apply_step_at``): plain SGD (no momentum, whose
+    buffer would move it), no penalty and no weight decay (which shrink every weight), raw features
+    (standardising shifts every weight by db * mu / sigma). Momentum, Adam, penalties and standardize keep the
+    dense rule."""
+    return (config.optimizer == SGD and config.momentum == 0.0 and config.weight_decay == 0.0
+            and (config.penalty == NO_PENALTY or config.alpha == 0.0) and not config.standardize)
 
 
 @njit(cache=True)
@@ -443,6 +532,27 @@ def _sparse_batch(X, Y, weights, order, start, stop, state, config, layouts, Wk,
                                                       chunk_rows, n_chunks, work)
     _to_optimizer_space(dW, db, state.mu, state.sigma, config.standardize)
     return value, batch_weight
+
+
+@njit(cache=True, inline="always")  # no call per step: see _copy_params
+def _sparse_lazy_batch(X, Y, weights, order, start, stop, state, config, layouts, Wk, bk, W_eff, b_eff, dW, db,
+                       work):
+    """``_sparse_batch`` of a run taking lazy steps (``_data_apply_step``): O(batch non-zeros), not
+    O(n_features). The kernel parameters follow the weights: all of them at an epoch's first batch (and for
+    the validation rows), then only the features the last step moved (``lazy_steps_exact``: raw features, so
+    they are the weights themselves; W_eff, b_eff are then left as the epoch's first batch set them)."""
+    steps = work[5]
+    if start == 0:
+        _kernel_params(state, config, Wk, bk, W_eff, b_eff)
+    else:
+        previous, n_previous, W = steps.previous, steps.counts[1], state.W
+        for o in range(Wk.shape[0]):
+            bk[o] = state.b[o]
+            for t in range(n_previous):
+                Wk[o, previous[t]] = W[o, previous[t]]
+    _, chunk_rows, n_chunks = _layout(layouts, stop - start)
+    return cpu_sparse._batch_loss_grad(X, Y, Wk, bk, order, weights, start, stop, dW, db, chunk_rows, n_chunks,
+                                       work)
 
 
 @njit(cache=True)
@@ -481,6 +591,35 @@ def _apply_step(state, dW, db, value, config, lr):
     # call numba's C helper numba_attempt_nocopy_reshape, which the CUDA target (kernels.cuda_train) lacks.
     for o in range(state.W.shape[0]):
         _optimizer_step(state.W[o], dW[o], state.buffers_W[:, o], step, lr, config, True)
+    _optimizer_step(state.b, db, state.buffers_b, step, lr, config, False)
+    return value, True
+
+
+@njit(cache=True, inline="always")
+def _apply_step_at(state, dW, db, value, config, lr, touched, n_touched, previous, n_previous):
+    """``_apply_step`` when only the weights of the features ``touched[:n_touched]`` (distinct) can move: their
+    gradient is the only non-zero one and the option set leaves a weight with zero gradient as it is (plain
+    SGD, no penalty, no weight decay; chosen in Python, ``linreg._engine``). Costs O(n_touched), not
+    O(n_features), with the same bits as ``_apply_step``: the same penalty (0), divergence test and
+    optimiser arithmetic on the coordinates that change.
+
+    ``prev_W`` (what a divergence restores) is kept equal to the parameters before the last step by copying
+    only what differs: it holds the parameters before the previous step, which differ from the current ones
+    at that step's features only (``previous[:n_previous]``; the caller then sets them to this step's).
+    """
+    value += _penalty(state.W, dW, config.penalty, config.alpha, config.l1_ratio)
+    if _diverged(value, state.scalars):
+        return value, False
+    W, prev_W = state.W, state.prev_W
+    for o in range(W.shape[0]):
+        state.prev_b[o] = state.b[o]
+        for t in range(n_previous):
+            prev_W[o, previous[t]] = W[o, previous[t]]
+    counters = state.counters
+    counters[K_STEP] += 1
+    step = counters[K_STEP]
+    for o in range(W.shape[0]):
+        _optimizer_step_at(W[o], dW[o], state.buffers_W[:, o], step, lr, config, True, touched, n_touched)
     _optimizer_step(state.b, db, state.buffers_b, step, lr, config, False)
     return value, True
 
@@ -563,7 +702,7 @@ def _train_epochs(X, Y, rows, weights, val_rows, state, config, lr_by_epoch, fir
                                                   layouts, Wk, bk, W_eff, b_eff, dW, db, work)
             if batch_weight == 0.0:
                 continue  # all weights 0: nothing to learn from this batch, and no step
-            value, stepped = _apply_step(state, dW, db, value, config, lr)
+            value, stepped = _data_apply_step(X, state, dW, db, value, config, lr, work)
             if not stepped:
                 _diverge(state, loss_history, run_epoch, value)
                 return done

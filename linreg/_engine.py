@@ -235,8 +235,15 @@ class EngineRun(_CompiledRun):
         self.layouts = _layouts(n_features, n_outputs, lengths)
         self.val_layouts = _layouts(n_features, n_outputs, [max(self.val_rows.shape[0], 1)])
         max_chunks = int(max(self.layouts[:, 3].max(), self.val_layouts[:, 3].max()))
+        self.config = engine_config(spec, batch_size=batch, seed=seed, standardize=state.standardize,
+                                    early_stopping=validates)
+        # Every step the whole data in order, unweighted: None, so the compiled loop has no gather kernel.
+        whole = batch == n_train == X.shape[0] and self.weights.shape[0] == 0
+        self.gather = None if whole else True
         if isinstance(X, cpu_sparse.SparseRows):  # sparse X: its kernels' scratch, O(n_samples), no F-wide partials
-            self.work = cpu_sparse.engine_work(X, n_outputs, max_chunks)
+            # Mini-batch steps that move only the batch's features, where that is exact (O(batch non-zeros)).
+            self.lazy_steps = not whole and cpu_train.lazy_steps_exact(self.config)
+            self.work = cpu_sparse.engine_work(X, n_outputs, max_chunks, lazy=self.lazy_steps)
         else:
             # What the row kernels need: cpu._loss_grad's (full batches) and cpu_gather's (mini-batches).
             scratch = max(n_outputs, int(cpu._scratch_size(n_features, n_outputs)),
@@ -244,17 +251,19 @@ class EngineRun(_CompiledRun):
             self.work = (np.zeros((max_chunks, scratch)), np.zeros((max_chunks, n_outputs, n_features)),
                          np.zeros((max_chunks, n_outputs)), np.zeros(max_chunks), np.zeros(max_chunks),
                          cpu.kernel_variant(X, Y))  # the row kernel cpu._loss_grad compiles, chosen here
-        self.config = engine_config(spec, batch_size=batch, seed=seed, standardize=state.standardize,
-                                    early_stopping=validates)
         self.order = np.empty(n_train, np.int64)
-        # Every step the whole data in order, unweighted: None, so the compiled loop has no gather kernel.
-        whole = batch == n_train == X.shape[0] and self.weights.shape[0] == 0
-        self.gather = None if whole else True
         dtype = X.dtype
         # Wk, bk (the data's dtype), W_eff, b_eff, dW, db (float64)
         self.scratch = (np.empty((n_outputs, n_features), dtype), np.empty(n_outputs, dtype),
                         np.empty((n_outputs, n_features)), np.empty(n_outputs),
                         np.empty((n_outputs, n_features)), np.empty(n_outputs))
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        if getattr(self, "lazy_steps", False):  # prev_W came from the file: the next lazy step syncs all of it
+            steps = self.work[5]
+            steps.previous[:] = np.arange(steps.previous.shape[0])
+            steps.counts[1] = steps.previous.shape[0]
 
     def advance(self, n_epochs: int) -> int:
         n_epochs = self._can_advance(n_epochs)

@@ -100,6 +100,10 @@ def _is_number(text: str) -> bool:
     return True
 
 
+#: The result table lists at most this many weights of an output (sparse data has 10^5 features).
+MAX_WEIGHTS_SHOWN = 20
+
+
 def result_table(runs: list[tuple[str, LinearRegressor, float]], truth) -> str:
     """One column per run: learned weights and bias (next to the truth when known), final loss, wall time."""
     width = max(24, *(len(label) + 2 for label, _, _ in runs))
@@ -119,9 +123,11 @@ def result_table(runs: list[tuple[str, LinearRegressor, float]], truth) -> str:
         for label, model, _ in runs:
             coef, intercept = np.atleast_2d(model.coef_), np.atleast_1d(model.intercept_)
             rows.append(label)
+            shown = coef.shape[1] if coef.shape[1] <= MAX_WEIGHTS_SHOWN else MAX_WEIGHTS_SHOWN - 1
+            more = f" ... ({coef.shape[1] - shown} more)" if shown < coef.shape[1] else ""
             for o in range(coef.shape[0]):
-                weights = " ".join(f"{value:12.6f}" for value in coef[o])
-                rows.append(f"  output {o}:  w = [{weights} ]  b = {intercept[o]:.6f}")
+                weights = " ".join(f"{value:12.6f}" for value in coef[o, :shown])
+                rows.append(f"  output {o}:  w = [{weights}{more} ]  b = {intercept[o]:.6f}")
     lead = 18 if truth is not None else 0
     rows.append(f"{'final loss':{lead}}" + "".join(f"{m.loss_history_[-1]:>{width}.6g}" for _, m, _ in runs))
     rows.append(f"{'epochs run':{lead}}" + "".join(f"{f'{m.n_iter_} ({m.stop_reason_})':>{width}}" for _, m, _ in runs))
@@ -201,23 +207,23 @@ def _announce_compile(what: str) -> None:
           end="", flush=True)
 
 
-def _prepare(model: LinearRegressor, X, y) -> None:
+def _prepare(model: LinearRegressor, X, y, sample_weight=None) -> None:
     """Compile (or load) the fit's kernels before it is timed: the screen shows compile time on its own line."""
-    preparation = compilation.prepare_fit(model, X, y, on_compile=_announce_compile)
+    preparation = compilation.prepare_fit(model, X, y, sample_weight, on_compile=_announce_compile)
     if preparation.compiled:
         print(f" {preparation.seconds:.1f} s", flush=True)
     elif preparation.seconds >= 0.05:  # a cache load worth mentioning (not kernels already in memory)
         print(preparation.message(), flush=True)
 
 
-def _fit(params: dict, X, y, resume: bool = False) -> tuple[LinearRegressor, float]:
+def _fit(params: dict, X, y, resume: bool = False, sample_weight=None) -> tuple[LinearRegressor, float]:
     model = LinearRegressor(**params)
     try:
-        _prepare(model, X, y)
+        _prepare(model, X, y, sample_weight)
         start = time.perf_counter()  # training only: the compile time is on its own line
         with warnings.catch_warnings():
             warnings.simplefilter("always")
-            model.fit(X, y, resume=resume)
+            model.fit(X, y, sample_weight=sample_weight, resume=resume)
     except KeyboardInterrupt as interrupt:
         if not hasattr(model, "coef_"):
             raise Interrupted(None, str(interrupt) or "before the first epoch: nothing was trained") from None
@@ -245,12 +251,31 @@ def _check_output_paths(args: argparse.Namespace) -> None:
                 raise CliError(f"--{flag} {path}: the folder {folder} does not exist or is not writable")
 
 
+def _sparse_dataset(args: argparse.Namespace):
+    """(X, y, sample_weight) of ``--dataset X.npz`` written by ``scipy.sparse.save_npz``: trained in memory, sparse."""
+    from linreg import sparse
+
+    if args.distributed or args.target is not None:
+        raise CliError(f"--dataset {args.dataset} is a sparse matrix: it trains in memory on one process, with "
+                       "its targets from --target-file y.npy (no --target column, no --distributed)")
+    try:
+        return sparse.load_file(args.dataset, args.target_file, args.weight_file)
+    except ValueError as error:
+        raise CliError(str(error)) from None
+
+
 def _train(args: argparse.Namespace) -> int:
     _check_output_paths(args)
+    from linreg import sparse
+
+    sample_weight = None
+    if sparse.is_sparse_file(args.dataset):  # scipy.sparse.save_npz: in memory, never densified
+        (X, y, sample_weight), truth = _sparse_dataset(args), None
     # Stream .npy files or a Parquet dataset (out of core / data-parallel).
-    if args.distributed or args.target_file is not None or parquet.is_parquet(args.dataset):
+    elif args.distributed or args.target_file is not None or parquet.is_parquet(args.dataset):
         return run_streaming(args)
-    X, y, truth = load_dataset(args.dataset, target=args.target, n_samples=args.n_samples, seed=args.seed)
+    else:
+        X, y, truth = load_dataset(args.dataset, target=args.target, n_samples=args.n_samples, seed=args.seed)
     params = _estimator_params(args)
     if args.dataset == "seed-linear":  # the demo reproduces seed 000: its step and raw features unless asked
         seed = datasets.SEED_000_SETTINGS
@@ -261,7 +286,7 @@ def _train(args: argparse.Namespace) -> int:
           f"init={args.init}", flush=True)
     runs = []
     try:
-        model, seconds = _fit(params, X, y, resume=args.resume)
+        model, seconds = _fit(params, X, y, resume=args.resume, sample_weight=sample_weight)
         label = "this run"
         compare = (truth is not None and not args.no_compare and not params["standardize"]
                    and params["lr"] not in ("auto", None) and args.checkpoint is None)
@@ -284,7 +309,7 @@ def _train(args: argparse.Namespace) -> int:
         return 130
     print(result_table(runs, truth))
     if args.summary:
-        print_summaries(runs, X, y, args.summary)
+        print_summaries(runs, X, y, args.summary, sample_weight=sample_weight)
     if args.plot:
         plot_loss([(label, m.loss_history_) for label, m, _ in runs], Path(args.plot), f"{args.dataset}")
         print(f"loss curve written to {args.plot}")
@@ -305,8 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Train a linear model. With no arguments: seed 000's problem and "
                                             "settings, then the improved run (standardize, lr=auto) beside it.")
     train.add_argument("--dataset", default="seed-linear",
-                       help="seed-linear (seed 000), crops (seed 003), a .npy/.npz/.csv file, or Parquet data "
-                            "(a .parquet file or a directory of them: streamed, see --target)")
+                       help="seed-linear (seed 000), crops (seed 003), a .npy/.npz/.csv file, Parquet data "
+                            "(a .parquet file or a directory of them: streamed, see --target), or a sparse "
+                            "matrix saved by scipy.sparse.save_npz (in memory, with --target-file)")
     train.add_argument("--target", help="target column(s) of a data file: indices or CSV header names, "
                                         "comma-separated (default: the last column); of Parquet data: "
                                         "column names (required)")
@@ -376,8 +402,10 @@ def add_streaming_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("out of core and distributed (see docs/scale.md)")
     add = group.add_argument
     add("--target-file", metavar="NPY", help="targets as a .npy file, (n_samples,) or (n_samples, n_outputs): "
-                                             "then --dataset is the features .npy and both stream from disk")
-    add("--weight-file", metavar="NPY", help="per-row sample weights as a .npy file (n_samples,), streamed")
+                                             "then --dataset is the features .npy and both stream from disk "
+                                             "(or a scipy.sparse .npz matrix, loaded in memory)")
+    add("--weight-file", metavar="NPY", help="per-row sample weights as a .npy file (n_samples,), streamed (with a "
+                                             "sparse --dataset: loaded)")
     add("--features", metavar="COLUMNS", help="Parquet data: the feature columns, comma-separated (default: every "
                                               "column but the target and weight columns)")
     add("--weight-column", metavar="COLUMN", help="Parquet data: the column of per-row sample weights")

@@ -56,6 +56,11 @@ bias that is off by 3 still has a gradient 4e-5 times that one. With a penalty
 the least-squares optimum of the data, and inference refuses. A singular or
 ill-conditioned design gives an ``IllConditionedWarning``.
 
+Sparse X (``scipy.sparse``, as ``fit`` takes it) is never densified: the Gram statistics and the meat go by
+columns of its CSC copy (``kernels.cpu_sparse``; the leverages from ``G^+``, (nnz_i + 1)^2 per row), for up
+to ``linreg.sparse.GRAM_MAX_FEATURES`` features (G is (F+1)^2 dense), beyond which inference raises as the
+Gram solvers do.
+
 Where the pass runs: in memory, out of core (``.npy`` paths or ``np.memmap``:
 row chunks through ``linreg.outofcore``, bounded memory) and across ranks of
 torch.distributed (``linreg.distributed.inference``: each rank streams its shard,
@@ -301,6 +306,10 @@ class _Rows:
 def _in_memory_rows(X, y, sample_weight) -> _Rows:
     from linreg.outofcore import SingleProcess
 
+    if check.is_sparse(X):
+        from linreg import sparse
+
+        return sparse.inference_rows(X, y, sample_weight, SingleProcess())
     X2, Y2, _ = check.check_X_y(X, y)
     weights = check.check_sample_weight(sample_weight, X2.shape[0])
 
@@ -524,7 +533,7 @@ def _ssr(theta: np.ndarray, G: np.ndarray, C: np.ndarray, yy: np.ndarray) -> np.
 def _robust(rows: _Rows, theta: np.ndarray, design: _Design, cov_type: str, nobs: int, n_outputs: int,
             size: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """One pass: the meat and the residual sums of squares of every chunk, summed (over ranks too)."""
-    from linreg.kernels import cpu_stats
+    from linreg.kernels import cpu_sparse, cpu_stats
 
     power = {"HC0": 0, "HC1": 0, "HC2": 1, "HC3": 2}[cov_type]
     M, ssr = np.zeros((n_outputs, size, size)), np.zeros(n_outputs)
@@ -532,7 +541,10 @@ def _robust(rows: _Rows, theta: np.ndarray, design: _Design, cov_type: str, nobs
     for X, Y, weights in rows.chunks():
         if X.shape[0] == 0:
             continue
-        M_k, ssr_k, max_leverage = cpu_stats.robust_meat(X, Y, theta, weights, design.B, design.lower, power)
+        if isinstance(X, cpu_sparse.SparseRows):  # sparse X: the leverages from G^+ (small: F <= the Gram limit)
+            M_k, ssr_k, max_leverage = cpu_sparse.robust_meat(X, Y, theta, weights, design.G_pinv, power)
+        else:
+            M_k, ssr_k, max_leverage = cpu_stats.robust_meat(X, Y, theta, weights, design.B, design.lower, power)
         M += M_k
         ssr += ssr_k
         near_one += float(max_leverage >= 1.0 - LEVERAGE_ONE)

@@ -14,6 +14,11 @@ What differs from dense X, and why:
   beyond, ``solver="normal"``/``"gram"`` raise (use ``solver="gd"``) and ``lr="auto"`` takes the Hessian's
   largest eigenvalue by the Lanczos iteration through the sparse kernels.
 * Only ``backend="cpu"`` trains on sparse X.
+* Plain-SGD mini-batches on raw features (no momentum, penalty or weight decay) step only the batch's
+  features, O(its non-zeros) a step, with the dense rule's bits (``kernels.cpu_train.lazy_steps_exact``);
+  other option sets update every weight each step.
+* Inference (``inference_rows``: every ``cov_type``) and ``linreg train --dataset X.npz --target-file y.npy``
+  (``load_file``, a ``scipy.sparse.save_npz`` file) take sparse X too.
 """
 
 from __future__ import annotations
@@ -31,6 +36,14 @@ from linreg.training import Statistics
 #: Up to this many features the sparse source forms the dense Gram statistics ((F+1)^2 float64: 128 MiB at
 #: 4096) for solver="normal"/"gram" and lr="auto"; beyond, lr="auto" uses the Lanczos iteration.
 GRAM_MAX_FEATURES = 4096
+
+def check_gram_size(n_features: int, what: str, advice: str) -> None:
+    """The error of ``what`` (which needs the dense Gram matrix) on sparse X beyond ``GRAM_MAX_FEATURES``."""
+    if n_features > GRAM_MAX_FEATURES:
+        size = (n_features + 1) ** 2 * 8 / 2**30
+        raise ValueError(f"{what} needs the dense (n_features + 1)^2 Gram matrix: sparse X has {n_features} "
+                         f"features ({size:.1f} GiB; the sparse limit is {GRAM_MAX_FEATURES} features). {advice}")
+
 
 def _float_dtype(dtype: np.dtype, name: str) -> np.dtype:
     """The dtype the kernels compute a sparse matrix of ``dtype`` in (the dense rules of ``as_float_array``)."""
@@ -137,11 +150,9 @@ class SparseSource(driver.InMemory):
         if params["backend"] != "cpu":
             raise ValueError(f"sparse X trains on backend='cpu' (its own kernels), got backend={params['backend']!r}; "
                              "pass backend='cpu', or X.toarray() if the dense matrix fits on the device")
-        if spec.solver in ("normal", "gram") and self.n_features > GRAM_MAX_FEATURES:
-            size = (self.n_features + 1) ** 2 * 8 / 2**30
-            raise ValueError(f"solver={spec.solver!r} needs the dense (n_features + 1)^2 Gram matrix: sparse X has "
-                             f"{self.n_features} features ({size:.1f} GiB; the sparse limit is {GRAM_MAX_FEATURES} "
-                             "features). Use solver='gd' (the default), which trains on the sparse rows")
+        if spec.solver in ("normal", "gram"):
+            check_gram_size(self.n_features, f"solver={spec.solver!r}",
+                            "Use solver='gd' (the default), which trains on the sparse rows")
 
     def start_gd(self, spec: Spec, state, lr: float, rows, val_rows, seed: int) -> GDRun:
         from linreg._engine import EngineRun
@@ -169,6 +180,25 @@ def source(X: Any, y: Any, sample_weight: Any, spec: Spec, params: dict[str, Any
     return data, one_output
 
 
+def inference_rows(X: Any, y: Any, sample_weight: Any, team: Any):
+    """``linreg.inference``'s rows of sparse (X, y): one chunk, the kernels' view of X (its Gram statistics and
+    robust meat go by columns, never dense); beyond ``GRAM_MAX_FEATURES`` features the error of the Gram solvers."""
+    from linreg import inference
+    from linreg.kernels import cpu_sparse
+
+    matrix, Y, _ = check_X_y(X, y)
+    check_gram_size(matrix.shape[1], "inference (its covariances)",
+                    "Fit and infer on a subset of the features, or use another tool for the standard errors")
+    weights = check.check_sample_weight(sample_weight, matrix.shape[0])
+    view = kernel_view(matrix, Y.shape[1])
+
+    def gram():
+        return cpu_sparse.gram(view, Y, cpu_sparse.effective_weights(matrix.shape[0], None, weights))
+
+    return inference._Rows(lambda: iter([(view, Y, weights)]), matrix.shape[0], matrix.shape[1], Y.shape[1],
+                           weights is not None, team, gram)
+
+
 def predict(X: Any, W: np.ndarray, b: np.ndarray, n_features: int) -> np.ndarray:
     """``X @ W.T + b`` (n_samples, n_outputs) for sparse X, in the dtype of X and W promoted."""
     from linreg.kernels import cpu_sparse
@@ -180,3 +210,55 @@ def predict(X: Any, W: np.ndarray, b: np.ndarray, n_features: int) -> np.ndarray
                          "as input")
     view = cpu_sparse.sparse_rows(csr.indptr, csr.indices, csr.data, csr.shape, columns=False)  # rows only
     return cpu_sparse.predict(view, W.astype(dtype), b.astype(dtype))
+
+
+# --------------------------------------------------------------------------- files (the CLI)
+
+#: The arrays ``scipy.sparse.save_npz`` writes besides the format's own (``data``, ``indices``, ``indptr``, ...).
+_SAVE_NPZ_KEYS = {"format", "shape"}
+
+
+def is_sparse_file(path: Any) -> bool:
+    """Whether ``path`` is a ``.npz`` archive written by ``scipy.sparse.save_npz`` (it holds ``format`` and
+    ``shape``), read without loading its arrays."""
+    from pathlib import Path
+
+    path = Path(str(path))
+    if path.suffix.lower() != ".npz" or not path.is_file():
+        return False
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return _SAVE_NPZ_KEYS <= set(archive.keys())
+    except (OSError, ValueError):
+        return False
+
+
+def load_file(path: Any, target_file: Any, weight_file: Any = None):
+    """(X as CSR, y, sample_weight or None) from a ``scipy.sparse.save_npz`` file and ``.npy`` targets (and
+    weights): X loads sparse, never dense. Errors (ValueError) say which file is wrong and how."""
+    import scipy.sparse as sp
+
+    if target_file is None:
+        raise ValueError(f"{path} is a sparse matrix (scipy.sparse.save_npz), which holds no target column: give "
+                         "the targets as --target-file y.npy, (n_samples,) or (n_samples, n_outputs)")
+    try:
+        X = sp.load_npz(path)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"cannot read the sparse matrix {path}: {error}") from None
+    arrays = []
+    for flag, file in (("--target-file", target_file), ("--weight-file", weight_file)):
+        if file is None:
+            arrays.append(None)
+            continue
+        if not str(file).lower().endswith(".npy"):
+            raise ValueError(f"{flag} must be a .npy file, got {file}")
+        try:
+            array = np.load(file, allow_pickle=False)
+        except (OSError, ValueError) as error:
+            raise ValueError(f"cannot read {flag} {file}: {error}") from None
+        if array.shape[:1] != (X.shape[0],):
+            raise ValueError(f"{flag} {file} has shape {array.shape}, but the sparse matrix {path} has "
+                             f"{X.shape[0]} rows: expected ({X.shape[0]},)"
+                             + (" or (n_samples, n_outputs)" if flag == "--target-file" else ""))
+        arrays.append(array)
+    return X.tocsr(), arrays[0], arrays[1]
