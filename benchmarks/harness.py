@@ -1204,8 +1204,18 @@ def run_report(out: Path | str, quick: bool = False, providers: tuple[str, ...] 
     log(f"read bandwidth: {bandwidth['GB/s']:.1f} GB/s")
     if case_list is None:
         case_list = cases(quick) + gram_fit_cases(quick)
-    results = run_sweep(quick, providers, budget_s, log, case_list)
-    cold_result = cold_start(compile_cost=not quick, repeats=1 if quick else 5) if cold else None
+    # This process's own fits (W1's) start no background AOT build: it would wait for this process to exit
+    # while holding the build lock that cold_start's first run (a new process, builds on) needs.
+    background = os.environ.get("LINREG_AOT_BACKGROUND")
+    os.environ["LINREG_AOT_BACKGROUND"] = "0"
+    try:
+        results = run_sweep(quick, providers, budget_s, log, case_list)
+        cold_result = cold_start(compile_cost=not quick, repeats=1 if quick else 5) if cold else None
+    finally:
+        if background is None:
+            os.environ.pop("LINREG_AOT_BACKGROUND", None)
+        else:
+            os.environ["LINREG_AOT_BACKGROUND"] = background
     info = device_info()  # torch's thread count is known once a torch provider ran
     paths = write_report(out, results, bandwidth, info, cold_result, quick)
     log(f"wrote {', '.join(str(p) for p in paths.values())}")
