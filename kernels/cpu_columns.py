@@ -77,6 +77,22 @@ def column_major_to_rows(columns: np.ndarray, out: np.ndarray) -> None:
 _MAX_DEPTH = 8
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _varint(data, pos, end):
+    """The unsigned LEB128 varint at ``data[pos:end]``: (its value, the position after it), or (0, -1) if the
+    data ends inside it (Thrift's compact protocol and Parquet's RLE run headers both write them)."""
+    value = np.int64(0)
+    shift = 0
+    while pos < end:
+        byte = np.int64(data[pos])
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if byte & 0x80 == 0:
+            return value, pos
+    return np.int64(0), -1
+
+
 @njit(cache=True, nogil=True)
 def page_header(data: np.ndarray, fields: np.ndarray) -> int:
     """Parse a Parquet page header (a Thrift compact-protocol ``PageHeader``) at the start of ``data`` (uint8).
@@ -110,17 +126,9 @@ def page_header(data: np.ndarray, fields: np.ndarray) -> int:
         if delta:
             field = last[depth] + delta
         else:
-            value = np.int64(0)
-            shift = 0
-            while True:
-                if pos >= n:
-                    return 1
-                byte = np.int64(data[pos])
-                pos += 1
-                value |= (byte & 0x7F) << shift
-                shift += 7
-                if byte & 0x80 == 0:
-                    break
+            value, pos = _varint(data, pos, n)
+            if pos < 0:
+                return 1
             field = (value >> 1) ^ -(value & 1)
         last[depth] = field
         if kind == 1 or kind == 2:  # booleans carry their value in the type
@@ -131,17 +139,9 @@ def page_header(data: np.ndarray, fields: np.ndarray) -> int:
             pos += 1
             continue
         if kind == 4 or kind == 5 or kind == 6:
-            value = np.int64(0)
-            shift = 0
-            while True:
-                if pos >= n:
-                    return 1
-                byte = np.int64(data[pos])
-                pos += 1
-                value |= (byte & 0x7F) << shift
-                shift += 7
-                if byte & 0x80 == 0:
-                    break
+            value, pos = _varint(data, pos, n)
+            if pos < 0:
+                return 1
             value = (value >> 1) ^ -(value & 1)
             if depth == 0:
                 if field == 1:
@@ -182,34 +182,18 @@ def page_header(data: np.ndarray, fields: np.ndarray) -> int:
                 element = list_header & 0x0F
                 count = list_header >> 4
                 if count == 15:
-                    count = 0
-                    shift = 0
-                    while True:
-                        if pos >= n:
-                            return 1
-                        byte = np.int64(data[pos])
-                        pos += 1
-                        count |= (byte & 0x7F) << shift
-                        shift += 7
-                        if byte & 0x80 == 0:
-                            break
+                    count, pos = _varint(data, pos, n)
+                    if pos < 0:
+                        return 1
             for _ in range(count):
                 if element == 1 or element == 2 or element == 3:
                     pos += 1
                 elif element == 7:
                     pos += 8
                 elif element == 4 or element == 5 or element == 6 or element == 8:
-                    length = np.int64(0)
-                    shift = 0
-                    while True:
-                        if pos >= n:
-                            return 1
-                        byte = np.int64(data[pos])
-                        pos += 1
-                        length |= (byte & 0x7F) << shift
-                        shift += 7
-                        if byte & 0x80 == 0:
-                            break
+                    length, pos = _varint(data, pos, n)
+                    if pos < 0:
+                        return 1
                     if element == 8:
                         pos += length
                 else:
@@ -250,17 +234,9 @@ def dictionary_decode(values: np.ndarray, num_values: int, skip: int, dictionary
     index = np.int64(0)  # position in the page's values
     n_dictionary = dictionary.shape[0]
     while index < skip + n_out:
-        header = np.int64(0)
-        shift = 0
-        while True:
-            if pos >= end:
-                return False
-            byte = np.int64(values[pos])
-            pos += 1
-            header |= (byte & 0x7F) << shift
-            shift += 7
-            if byte & 0x80 == 0:
-                break
+        header, pos = _varint(values, pos, end)
+        if pos < 0:
+            return False
         if header & 1:
             count = (header >> 1) * 8
             first_bit = pos * 8
