@@ -104,11 +104,16 @@ def run_ranks(worker: str, config: str, world_size: int = 2) -> list:
             assert process.returncode == 0, stderr
             outputs.append(json.loads(stdout.strip().splitlines()[-1]))
     finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+        kill_leftovers(processes)
     return outputs
+
+
+def kill_leftovers(processes) -> None:
+    """Kill and reap the launched ranks still running (a failed or timed-out test leaves no process behind)."""
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def assert_same_fit(streamed, in_memory, rtol=1e-12):

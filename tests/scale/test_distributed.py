@@ -19,7 +19,7 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import LAUNCH_TIMEOUT, free_port, torch_reference_fit, worker_env
+from helpers import LAUNCH_TIMEOUT, free_port, kill_leftovers, torch_reference_fit, worker_env
 
 from linreg import LinearRegressor, cli, distributed, load, outofcore
 from linreg.testing import assert_close
@@ -133,10 +133,7 @@ def launch(tmp_path, files, scenario, *, ranks=(0, 1), world_size=2, timeout=30.
             outputs.append({"returncode": process.returncode, "stderr": stderr,
                             **(json.loads(stdout.strip().splitlines()[-1]) if stdout.strip() else {})})
     finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+        kill_leftovers(processes)
     return outputs
 
 
