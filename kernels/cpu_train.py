@@ -28,7 +28,7 @@ X may also be sparse (``kernels.cpu_sparse.SparseRows``): the loops take their b
 ``_data_batch`` / ``_data_whole_batch``, which pick the dense or the sparse kernels by X's type when
 numba compiles the loop, so each compiled variant reaches only its own kind's kernels. A sparse run whose
 options leave a weight with zero gradient unchanged (``lazy_steps_exact``) takes its mini-batch steps on
-the batch's features only (``_data_apply_step`` -> ``_apply_step_at``), chosen by its work's type.
+the batch's features only (``_lazy_apply_step`` -> ``_apply_step_at``), chosen by the loop's ``lazy`` argument.
 
 Parallel strategy: as in ``kernels.cpu``: a batch's rows are cut into chunks
 whose layout depends only on the batch length (``kernels.cpu.chunking``), each
@@ -491,28 +491,17 @@ def _data_batch_overload(X, Y, weights, order, start, stop, state, config, layou
                            work))
 
 
-def _data_apply_step(X, state, dW, db, value, config, lr, work):
-    """``_apply_step`` of the data's kind (compiled code only): ``_apply_step``, or for a sparse X whose run
-    takes lazy steps (``kernels.cpu_sparse.engine_work(lazy=True)``, chosen in Python by ``lazy_steps_exact``)
-    ``_apply_step_at`` on the features the batch touched."""
-    raise NotImplementedError("compiled code only")
-
-
-@overload(_data_apply_step, inline="always")
-def _data_apply_step_overload(X, state, dW, db, value, config, lr, work):
-    if isinstance(X, types.Array) or isinstance(work[6], types.NoneType):
-        return lambda X, state, dW, db, value, config, lr, work: _apply_step(state, dW, db, value, config, lr)
-
-    def lazy_step(X, state, dW, db, value, config, lr, work):
-        steps = work[5]
-        touched, previous, counts = steps.touched, steps.previous, steps.counts
-        value, stepped = _apply_step_at(state, dW, db, value, config, lr, touched, counts[0], previous, counts[1])
-        if stepped:  # this step's features are the next one's previous
-            for t in range(counts[0]):
-                previous[t] = touched[t]
-            counts[1] = counts[0]
-        return value, stepped
-    return lazy_step
+@njit(cache=True, inline="always")  # no call per step: see _copy_params
+def _lazy_apply_step(state, dW, db, value, config, lr, steps):
+    """``_apply_step`` of a sparse run taking lazy steps (``kernels.cpu_sparse.engine_work(lazy=True)``, chosen
+    in Python by ``lazy_steps_exact``): ``_apply_step_at`` on the features the batch touched."""
+    touched, previous, counts = steps.touched, steps.previous, steps.counts
+    value, stepped = _apply_step_at(state, dW, db, value, config, lr, touched, counts[0], previous, counts[1])
+    if stepped:  # this step's features are the next one's previous
+        for t in range(counts[0]):
+            previous[t] = touched[t]
+        counts[1] = counts[0]
+    return value, stepped
 
 
 def lazy_steps_exact(config: EngineConfig) -> bool:
@@ -539,7 +528,7 @@ def _sparse_batch(X, Y, weights, order, start, stop, state, config, layouts, Wk,
 @njit(cache=True, inline="always")  # no call per step: see _copy_params
 def _sparse_lazy_batch(X, Y, weights, order, start, stop, state, config, layouts, Wk, bk, W_eff, b_eff, dW, db,
                        work):
-    """``_sparse_batch`` of a run taking lazy steps (``_data_apply_step``): O(batch non-zeros), not
+    """``_sparse_batch`` of a run taking lazy steps (``_lazy_apply_step``): O(batch non-zeros), not
     O(n_features). The kernel parameters follow the weights: all of them at an epoch's first batch (and for
     the validation rows), then only the features the last step moved (``lazy_steps_exact``: raw features, so
     they are the weights themselves; W_eff, b_eff are then left as the epoch's first batch set them)."""
@@ -669,13 +658,14 @@ def _stopping_rule(metric, lr, state, config):
 
 @njit(cache=True)
 def _train_epochs(X, Y, rows, weights, val_rows, state, config, lr_by_epoch, first_epoch, n_epochs,
-                  loss_history, val_history, layouts, val_layouts, order, scratch, work, gather):
+                  loss_history, val_history, layouts, val_layouts, order, scratch, work, gather, lazy):
     """Run up to ``n_epochs`` epochs over the rows of (X, Y) from epoch ``counters[K_EPOCH]``; return the number
     completed.
 
     ``lr_by_epoch``, ``loss_history`` and ``val_history`` are indexed by epoch - first_epoch.
     ``gather`` None: every step is the whole data in order, unweighted; ``val_rows`` None: no early stopping
-    (each None is typed, so numba compiles the loop without the kernels it would not call).
+    (each None is typed, so numba compiles the loop without the kernels it would not call). ``lazy``: the
+    ``SparseSteps`` of a sparse run taking lazy steps (``_lazy_apply_step``), else None.
     ``scratch`` = (Wk, bk, W_eff, b_eff, dW, db): parameters in the data's dtype, in original units, gradients.
     Stops early (``counters[K_STOP]``) on ``_stopping_rule`` or on divergence (``_diverge``).
     """
@@ -704,7 +694,12 @@ def _train_epochs(X, Y, rows, weights, val_rows, state, config, lr_by_epoch, fir
                                                   layouts, Wk, bk, W_eff, b_eff, dW, db, work)
             if batch_weight == 0.0:
                 continue  # all weights 0: nothing to learn from this batch, and no step
-            value, stepped = _data_apply_step(X, state, dW, db, value, config, lr, work)
+            # lazy None (typed: every run but a sparse one taking lazy steps) compiles without the lazy step.
+            # A choice by an overload on the data's type instead cost ~3 s of the default fit's first compile.
+            if lazy is None:
+                value, stepped = _apply_step(state, dW, db, value, config, lr)
+            else:
+                value, stepped = _lazy_apply_step(state, dW, db, value, config, lr, lazy)
             if not stepped:
                 _diverge(state, loss_history, run_epoch, value)
                 return done

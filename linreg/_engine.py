@@ -273,7 +273,8 @@ class EngineRun(_CompiledRun):
         done = cpu_train._train_epochs(
             self.X, self.Y, self.rows, self.weights, self.val_rows if self.validates else None, self.state.arrays,
             self.config, self.lr_by_epoch, self.first_epoch, n_epochs, self.loss_history, self.val_history,
-            self.layouts, self.val_layouts, self.order, self.scratch, self.work, self.gather)
+            self.layouts, self.val_layouts, self.order, self.scratch, self.work, self.gather,
+            self.work[5] if getattr(self, "lazy_steps", False) else None)
         return self._after_advance(done)
 
 
