@@ -691,7 +691,7 @@ t0 = time.perf_counter()
 import linreg
 t1 = time.perf_counter()
 X, y = linreg.datasets.seed_linear(random_state=0)
-linreg.LinearRegressor(**linreg.datasets.SEED_000_SETTINGS).fit(X, y)
+linreg.LinearRegressor(**{fit_kwargs}).fit(X, y)
 t2 = time.perf_counter()
 print(t1 - t0, t2 - t0, 'torch' in sys.modules, 'numba' in sys.modules)
 """
@@ -713,14 +713,18 @@ def cold_start(compile_cost: bool = True, repeats: int = 5) -> dict[str, Any]:
     in turns with ``warm``. ``warm, no scipy``: JIT only with scipy hidden (on its first compile or cache
     load Numba imports scipy.linalg to check for BLAS if scipy is installed; linreg itself needs no scipy).
     ``compile`` (compile_cost): an empty NUMBA_CACHE_DIR, so every kernel on the fit path compiles; its
-    background AOT build is waited for too (``compile, aot_build``).
+    background AOT build is waited for too (``compile, aot_build``). Then, each with its own empty cache,
+    issue 11's other two first-run targets: ``compile, defaults`` (a ``standardize=True, lr="auto"`` fit of
+    the same data: the engine's loop and the Gram pass compile) and ``compile, linreg train`` (the CLI's
+    demo, both runs, ``--no-progress``: whole process only).
     Each entry: in-process seconds (import linreg .. fit returned), whole-process wall seconds.
     """
     from linreg import aot
 
-    def run(env: dict[str, str], hide_scipy: bool = False) -> dict[str, float]:
+    def run(env: dict[str, str], hide_scipy: bool = False,
+            fit_kwargs: str = "linreg.datasets.SEED_000_SETTINGS") -> dict[str, float]:
         t0 = time.perf_counter()
-        code = _COLD_START.replace("{hide_scipy}", str(hide_scipy))
+        code = _COLD_START.replace("{hide_scipy}", str(hide_scipy)).replace("{fit_kwargs}", fit_kwargs)
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                              env={**os.environ, **env}, timeout=600)
         wall = time.perf_counter() - t0
@@ -748,6 +752,15 @@ def cold_start(compile_cost: bool = True, repeats: int = 5) -> dict[str, Any]:
         with tempfile.TemporaryDirectory() as cache:
             result["compile"] = run({**first_run, "NUMBA_CACHE_DIR": cache})
             result["compile, aot_build"] = waited_for_build(Path(cache) / "linreg-aot")
+        with tempfile.TemporaryDirectory() as cache:
+            result["compile, defaults"] = run({"LINREG_AOT_BACKGROUND": "0", "NUMBA_CACHE_DIR": cache},
+                                              fit_kwargs="dict(standardize=True, lr='auto')")
+        with tempfile.TemporaryDirectory() as cache:
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "linreg", "train", "--no-progress"], capture_output=True,
+                           check=True, env={**os.environ, "LINREG_AOT_BACKGROUND": "0", "NUMBA_CACHE_DIR": cache},
+                           timeout=600)
+            result["compile, linreg train"] = {"process": time.perf_counter() - t0}
     return result
 
 
@@ -853,6 +866,9 @@ def _ratio(results, case, slow, fast="linreg-cpu") -> float | None:
 #: Issue 11's goals for seed 000's fit in a new process (import included): warm and empty kernel cache.
 WARM_START_GOAL_S = 0.3
 COMPILE_START_GOAL_S = 5.0
+#: Issue 11's empty-cache goals for the defaults' fit (standardize=True, lr="auto") and ``linreg train``.
+COMPILE_DEFAULTS_GOAL_S = 10.0
+COMPILE_TRAIN_GOAL_S = 15.0
 
 
 #: Issue 15's bandwidth targets besides W2_TARGET: (case, fraction of the read bandwidth).
@@ -937,6 +953,14 @@ def targets(results: list[Result], roofline: float, cold: dict[str, Any] | None)
             add("cold start: import + first fit, empty kernel cache", cold["compile"]["import+fit"],
                 COMPILE_START_GOAL_S, "s", higher=False,
                 note=f"whole process {cold['compile']['process']:.2f} s; the fit's kernels compile")
+        if "compile, defaults" in cold:
+            c = cold["compile, defaults"]
+            add("cold start: standardize=True, lr='auto' fit, empty kernel cache, whole process", c["process"],
+                COMPILE_DEFAULTS_GOAL_S, "s", higher=False,
+                note=f"import + fit {c['import+fit']:.2f} s; the engine's loop and the Gram pass compile")
+        if "compile, linreg train" in cold:
+            add("cold start: `linreg train` (both demo runs), empty kernel cache, whole process",
+                cold["compile, linreg train"]["process"], COMPILE_TRAIN_GOAL_S, "s", higher=False)
     else:
         add("cold start: import + first fit, warm cache", None, WARM_START_GOAL_S, "s", higher=False)
     return rows
@@ -1158,6 +1182,10 @@ def _markdown(results, bandwidth, info, cold, goals, quick, paths) -> str:
             c = cold["compile"]
             lines[-1] += (f" With an empty cache (the fit's kernels compile): import + fit "
                           f"{c['import+fit']:.2f} s, whole process {c['process']:.2f} s.")
+        if "compile, defaults" in cold:
+            lines[-1] += (f" Each with its own empty cache, whole processes: a standardize=True, lr='auto' fit "
+                          f"{cold['compile, defaults']['process']:.2f} s, `linreg train` "
+                          f"{cold['compile, linreg train']['process']:.2f} s.")
     lines += ["", "## Results", ""]
     for workload in ("W1", "W2", "W3", "W4", "W5", "W6", "W7"):
         rows = [r for r in results if r.case.workload == workload]
