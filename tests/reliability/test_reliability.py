@@ -58,20 +58,32 @@ def test_ctrl_c_leaves_the_last_completed_epoch(params, monkeypatch):
     compilation.prepare_fit(model, X, y)
     # A real SIGINT, sent once the fit's handler is installed: a timer started before fit() could fire during
     # validation or planning on a loaded machine, where the Ctrl-C contract is Python's own (it failed so in CI).
-    timers = []
+    timers, flags, lost = [], [], []
     enter = driver._interrupt_flag.__enter__
+
+    def end_the_fit(flag):  # the SIGINT never reached the fit's handler: record what was there, end the fit
+        lost.append((flag._installed, signal.getsignal(signal.SIGINT)))
+        flag._set = True
 
     def enter_then_interrupt(self):
         flag = enter(self)
         if not timers:  # the first fit only (the second one below runs to its end)
+            flags.append(flag)
             timers.append(interrupt_soon(0.3))
+            # A lost SIGINT would leave 10**7 epochs to run: fail with what happened instead of hanging the suite.
+            watchdog = threading.Timer(120.0, end_the_fit, (flag,))
+            watchdog.daemon = True
+            watchdog.start()
+            timers.append(watchdog)
         return flag
 
     monkeypatch.setattr(driver._interrupt_flag, "__enter__", enter_then_interrupt)
     with pytest.raises(KeyboardInterrupt, match="interrupted after epoch"):
         model.fit(X, y)
-    assert len(timers) == 1
+    assert len(timers) == 2
+    timers[1].cancel()
     timers[0].join()
+    assert not lost, f"the SIGINT did not reach the fit's handler (installed, SIGINT handler): {lost}"
     assert model.stop_reason_ == "interrupted" and 0 < model.n_iter_ < 10**7
     assert model.loss_history_.shape == (model.n_iter_,)
     # The state is that of a fit of exactly n_iter_ epochs.
