@@ -281,3 +281,165 @@ def dictionary_decode(values: np.ndarray, num_values: int, skip: int, dictionary
             return False
         index += count
     return index >= skip + n_out
+
+
+# --------------------------------------------------------------------------- snappy and whole runs of pages
+
+#: ``decode_pages``' statuses (0: done); anything else makes the caller read the row group with pyarrow.
+(DECODE_OK, DECODE_SNAPPY, DECODE_LEVELS, DECODE_TRUNCATED, DECODE_DICTIONARY, DECODE_ENCODING) = range(6)
+
+
+@njit(cache=True, nogil=True)
+def snappy_decompress(src: np.ndarray, dst: np.ndarray) -> int:
+    """Decompress the raw snappy block ``src`` (uint8) into ``dst`` (uint8, exactly its uncompressed length).
+
+    The block (google/snappy's format_description.txt): a varint of the uncompressed
+    length, then elements, each a tag byte whose low 2 bits say what it is: 0 a literal
+    (length - 1 in the tag's upper 6 bits, or when those are 60..63 in the next 1..4
+    bytes, little endian), then that many bytes; 1 a copy of 4..11 bytes at an 11-bit
+    offset (3 bits in the tag, 8 in the next byte); 2 and 3 a copy of 1..64 bytes at a
+    16- or 32-bit offset. A copy repeats earlier output (offset 1..position back; a copy
+    longer than its offset repeats its own output, byte by byte).
+    Returns the bytes written, or -1 if the block is malformed or its length is not
+    ``dst``'s (every read and write is bounds-checked: corrupt input never writes past dst).
+    Float data barely compresses, so most of the block is long literals: slice copies (memcpy speed).
+    """
+    n_src = src.shape[0]
+    n_dst = dst.shape[0]
+    length, pos = _varint(src, 0, n_src)
+    if pos < 0 or length != n_dst:
+        return -1
+    out = 0
+    while pos < n_src:
+        tag = np.int64(src[pos])
+        pos += 1
+        kind = tag & 3
+        if kind == 0:
+            size = tag >> 2
+            if size >= 60:
+                extra = size - 59
+                if pos + extra > n_src:
+                    return -1
+                size = 0
+                for b in range(extra):
+                    size |= np.int64(src[pos + b]) << (8 * b)
+                pos += extra
+            size += 1
+            if pos + size > n_src or out + size > n_dst:
+                return -1
+            dst[out:out + size] = src[pos:pos + size]
+            pos += size
+            out += size
+            continue
+        if kind == 1:
+            if pos + 1 > n_src:
+                return -1
+            size = 4 + ((tag >> 2) & 7)
+            offset = ((tag >> 5) << 8) | np.int64(src[pos])
+            pos += 1
+        elif kind == 2:
+            if pos + 2 > n_src:
+                return -1
+            size = 1 + (tag >> 2)
+            offset = np.int64(src[pos]) | (np.int64(src[pos + 1]) << 8)
+            pos += 2
+        else:
+            if pos + 4 > n_src:
+                return -1
+            size = 1 + (tag >> 2)
+            offset = (np.int64(src[pos]) | (np.int64(src[pos + 1]) << 8) | (np.int64(src[pos + 2]) << 16)
+                      | (np.int64(src[pos + 3]) << 24))
+            pos += 4
+        if offset == 0 or offset > out or out + size > n_dst:
+            return -1
+        if offset >= size:
+            dst[out:out + size] = dst[out - offset:out - offset + size]
+        else:  # overlapping: the copy repeats the bytes it writes
+            for k in range(size):
+                dst[out + k] = dst[out - offset + k]
+        out += size
+    return out if out == n_dst else -1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _present_levels(data, num_values):
+    """Bytes of a v1 page's definition levels at the start of ``data`` if they are one RLE run of >= num_values
+    1s (every value present, as pyarrow writes them), else -1."""
+    if data.shape[0] < 6:
+        return -1
+    length = (np.int64(data[0]) | (np.int64(data[1]) << 8) | (np.int64(data[2]) << 16)
+              | (np.int64(data[3]) << 24))
+    if length > data.shape[0] - 4:
+        return -1
+    run, position = _varint(data, 4, min(4 + length, 14))
+    if position < 0 or run & 1 or (run >> 1) < num_values or position + 1 != 4 + length or data[position] != 1:
+        return -1
+    return 4 + length
+
+
+@njit(cache=True, nogil=True)
+def decode_pages(raw: np.ndarray, raw_offset: int, pages: np.ndarray, skip: int, compressed: bool, optional: bool,
+                 dictionary: np.ndarray, scratch: np.ndarray, out: np.ndarray, out_bytes: np.ndarray) -> int:
+    """Decode a run of data pages of one column chunk into ``out``: its values from value ``skip`` of the first
+    page on, ``out.shape[0]`` of them (the run's pages hold them all).
+
+    ``raw`` (uint8) holds the file's bytes from offset ``raw_offset`` over every page body
+    of the run (one read; the headers between bodies are in it too, unread). ``pages``: the
+    run's rows of ``linreg.parquet_pages``' page table (kind, body offset, compressed and
+    uncompressed size, num_values, encoding, first row, v2 level bytes, is_compressed,
+    values at). ``compressed``: the column chunk is snappy (a v2 page may still say it is
+    not). ``optional``: v1 pages start with definition levels (checked: one run of present
+    values). ``dictionary``: the column chunk's dictionary values (for dictionary-encoded
+    pages). ``scratch`` (uint8, at least the largest page's uncompressed size): a page
+    is decompressed there. ``out_bytes``: ``out`` viewed as uint8 (PLAIN values are copied
+    as bytes). Returns ``DECODE_OK``, or the first problem (a malformed snappy block,
+    levels with nulls, a truncated page, dictionary indices out of range, an encoding not
+    read here): the caller reads the row group with pyarrow.
+    """
+    itemsize = out_bytes.shape[0] // max(out.shape[0], 1)
+    n_out = out.shape[0]
+    done = 0
+    for p in range(pages.shape[0]):
+        if done >= n_out:
+            break
+        kind = pages[p, 0]
+        body_at = pages[p, 1] - raw_offset
+        body_size = pages[p, 2]
+        num_values = pages[p, 4]
+        encoding = pages[p, 5]
+        levels = pages[p, 7]
+        if body_at < 0 or body_at + body_size > raw.shape[0]:
+            return DECODE_TRUNCATED
+        body = raw[body_at:body_at + body_size]
+        if compressed and pages[p, 8] != 0:
+            size = pages[p, 3]
+            if size < levels or size > scratch.shape[0] or levels > body_size:
+                return DECODE_TRUNCATED
+            scratch[:levels] = body[:levels]  # a v2 page's levels are stored uncompressed before the values
+            if snappy_decompress(body[levels:], scratch[levels:size]) < 0:
+                return DECODE_SNAPPY
+            data = scratch[:size]
+        else:
+            data = body
+        at = levels
+        if kind == 0 and optional:
+            at = _present_levels(data, num_values)
+            if at < 0:
+                return DECODE_LEVELS
+        page_skip = skip if p == 0 else 0
+        count = min(n_out - done, num_values - page_skip)
+        if count <= 0:
+            return DECODE_TRUNCATED
+        values = data[at:]
+        if encoding == 0:  # PLAIN
+            if values.shape[0] < (page_skip + count) * itemsize:
+                return DECODE_TRUNCATED
+            out_bytes[done * itemsize:(done + count) * itemsize] = \
+                values[page_skip * itemsize:(page_skip + count) * itemsize]
+        elif encoding == 2 or encoding == 8:  # PLAIN_DICTIONARY, RLE_DICTIONARY
+            if not dictionary_decode(values, num_values, page_skip, dictionary, out[done:done + count]):
+                return DECODE_DICTIONARY
+        else:
+            return DECODE_ENCODING
+        done += count
+    return DECODE_OK if done == n_out else DECODE_TRUNCATED

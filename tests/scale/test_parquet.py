@@ -694,11 +694,11 @@ def test_an_error_in_the_reader_thread_surfaces_in_the_caller_and_leaves_no_thre
     original = parquet_pages.ColumnChunkPages.read
     failed = []
 
-    def read(self, first, out):
+    def read(self, first, out, buffers):
         if threading.current_thread() is not threading.main_thread():
             failed.append(first)
             raise OSError("injected: the disk went away")
-        return original(self, first, out)
+        return original(self, first, out, buffers)
 
     monkeypatch.setattr(parquet_pages.ColumnChunkPages, "read", read)
     with pytest.raises(OSError, match="injected"):  # mini-batches: always read ahead
