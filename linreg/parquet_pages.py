@@ -240,9 +240,11 @@ class ColumnChunkPages:
         pages = self.data_pages[first_page:last_page + 1]
         lo = int(pages[0, P_BODY])
         hi = int(pages[-1, P_BODY] + pages[-1, P_COMPRESSED_SIZE])
+        # The dictionary first: its page passes through buffers.raw too.
+        dictionary = self._dictionary_values(buffers) if (pages[:, P_ENCODING] != _PLAIN).any() \
+            else self._no_dictionary
         raw = buffers.raw(hi - lo)
         _pread_into(self.fd, raw, lo)
-        dictionary = self._dictionary_values() if (pages[:, P_ENCODING] != _PLAIN).any() else self._no_dictionary
         compressed = self.codec != "UNCOMPRESSED"
         scratch = buffers.scratch(int(pages[:, P_UNCOMPRESSED_SIZE].max()) if compressed else 0)
         n = min(out.shape[0] - at, int(pages[:, P_NUM_VALUES].sum()) - skip)
@@ -298,16 +300,29 @@ class ColumnChunkPages:
         """Drop the dictionary (read again if this row group is read again)."""
         self._dictionary = None
 
-    def _dictionary_values(self) -> np.ndarray:
+    def _dictionary_values(self, buffers: DecodeBuffers) -> np.ndarray:
+        """The column chunk's dictionary: its page's PLAIN values, read (snappy: decompressed) straight into it."""
+        from linreg.kernels import cpu_columns
+
         if self._dictionary is None:
             if self.dictionary_pages.shape[0] != 1:
                 raise Unsupported("dictionary-encoded pages without one dictionary page")
             page = self.dictionary_pages[0]
-            body = self._body(page)
-            n_bytes = int(page[P_NUM_VALUES]) * self.dtype.itemsize
-            if body.nbytes < n_bytes:
-                raise Unsupported("a truncated dictionary page")
-            self._dictionary = body[:n_bytes].view(self.dtype).copy()
+            dictionary = np.empty(int(page[P_NUM_VALUES]), self.dtype)
+            size, compressed_size = int(page[P_UNCOMPRESSED_SIZE]), int(page[P_COMPRESSED_SIZE])
+            if size != dictionary.nbytes:
+                raise Unsupported(f"a dictionary page of {size} bytes for {dictionary.shape[0]} values")
+            values = dictionary.view(np.uint8)
+            if not self._compressed(page):
+                if compressed_size != size:
+                    raise Unsupported("an uncompressed dictionary page whose two sizes differ")
+                _pread_into(self.fd, values, int(page[P_BODY]))
+            else:
+                raw = buffers.raw(compressed_size)
+                _pread_into(self.fd, raw, int(page[P_BODY]))
+                if cpu_columns.snappy_decompress(raw, values) < 0:
+                    raise Unsupported("a malformed snappy block (dictionary page)")
+            self._dictionary = dictionary
         return self._dictionary
 
 
