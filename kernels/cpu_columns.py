@@ -393,6 +393,16 @@ def snappy_decompress(src: np.ndarray, dst: np.ndarray) -> int:
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _varint_length(value):
+    """Bytes of ``value`` as an unsigned LEB128 varint."""
+    length = 1
+    while value >= 128:
+        value >>= 7
+        length += 1
+    return length
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _present_levels(data, num_values):
     """Bytes of a v1 page's definition levels at the start of ``data`` if they are one RLE run of >= num_values
     1s (every value present, as pyarrow writes them), else -1."""
@@ -422,27 +432,56 @@ def decode_pages(raw: np.ndarray, raw_offset: int, pages: np.ndarray, skip: int,
     not). ``optional``: v1 pages start with definition levels (checked: one run of present
     values). ``dictionary``: the column chunk's dictionary values (for dictionary-encoded
     pages). ``scratch`` (uint8, at least the largest page's uncompressed size): a page
-    is decompressed there. ``out_bytes``: ``out`` viewed as uint8 (PLAIN values are copied
-    as bytes). Returns ``DECODE_OK``, or the first problem (a malformed snappy block,
+    is decompressed there (a whole snappy PLAIN page after the run's first goes straight
+    into out). ``out_bytes``: ``out`` viewed as uint8 (PLAIN values are copied as bytes).
+    The first problem ends the call (``out`` then unspecified). Returns ``DECODE_OK``, or
+    the problem (a malformed snappy block,
     levels with nulls, a truncated page, dictionary indices out of range, an encoding not
     read here): the caller reads the row group with pyarrow.
     """
     itemsize = out_bytes.shape[0] // max(out.shape[0], 1)
     n_out = out.shape[0]
-    done = 0
-    for p in range(pages.shape[0]):
-        if done >= n_out:
-            break
+    n_pages = pages.shape[0]
+    # Where each page's values go in out; then the pages in reverse order, so that a whole snappy PLAIN page
+    # can be decompressed straight into out (no scratch copy): a v1 page's definition levels land in the bytes
+    # just before its values, which belong to the page before it, decompressed or decoded after it.
+    starts = np.empty(n_pages + 1, np.int64)
+    starts[0] = 0
+    for p in range(n_pages):
+        starts[p + 1] = min(n_out, starts[p] + pages[p, 4] - (skip if p == 0 else 0))
+    if starts[n_pages] != n_out:  # the pages hold fewer values than asked for
+        return DECODE_TRUNCATED
+    for p in range(n_pages - 1, -1, -1):
         kind = pages[p, 0]
         body_at = pages[p, 1] - raw_offset
         body_size = pages[p, 2]
         num_values = pages[p, 4]
         encoding = pages[p, 5]
         levels = pages[p, 7]
+        done = starts[p]
+        page_skip = skip if p == 0 else 0
+        count = starts[p + 1] - done
+        if count <= 0:  # a page after the values asked for
+            if done < n_out:
+                return DECODE_TRUNCATED
+            continue
         if body_at < 0 or body_at + body_size > raw.shape[0]:
             return DECODE_TRUNCATED
         body = raw[body_at:body_at + body_size]
-        if compressed and pages[p, 8] != 0:
+        is_compressed = compressed and pages[p, 8] != 0
+        if is_compressed and encoding == 0 and page_skip == 0 and count == num_values and levels <= body_size:
+            # v1 levels if optional: 4 bytes of length, the run's varint header, one value byte
+            expected = 0
+            if kind == 0 and optional:
+                expected = 5 + _varint_length(num_values << 1)
+            first_byte = done * itemsize - expected
+            if first_byte >= 0 and pages[p, 3] - levels == expected + count * itemsize:
+                target = out_bytes[first_byte:(done + count) * itemsize]
+                if snappy_decompress(body[levels:], target) >= 0 and (
+                        expected == 0 or _present_levels(target, num_values) == expected):
+                    continue
+                # else: the page as below (the bytes before its values are rewritten by the page before it)
+        if is_compressed:
             size = pages[p, 3]
             if size < levels or size > scratch.shape[0] or levels > body_size:
                 return DECODE_TRUNCATED
@@ -457,10 +496,6 @@ def decode_pages(raw: np.ndarray, raw_offset: int, pages: np.ndarray, skip: int,
             at = _present_levels(data, num_values)
             if at < 0:
                 return DECODE_LEVELS
-        page_skip = skip if p == 0 else 0
-        count = min(n_out - done, num_values - page_skip)
-        if count <= 0:
-            return DECODE_TRUNCATED
         values = data[at:]
         if encoding == 0:  # PLAIN
             if values.shape[0] < (page_skip + count) * itemsize:
@@ -471,5 +506,4 @@ def decode_pages(raw: np.ndarray, raw_offset: int, pages: np.ndarray, skip: int,
                 return DECODE_DICTIONARY
         else:
             return DECODE_ENCODING
-        done += count
-    return DECODE_OK if done == n_out else DECODE_TRUNCATED
+    return DECODE_OK

@@ -60,6 +60,7 @@ pyarrow is imported only when Parquet data is used: ``import linreg`` stays ligh
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -290,14 +291,21 @@ class ParquetColumns(outofcore.RowSource):
                                             for _ in range(DECODE_THREADS)]
                 columns = self._column_buffer[:, lo - start:hi - start]
 
-                def fill(js, buffers, pages=pages, columns=columns, first=lo - unit_start):
-                    for j in js:
+                # The columns are taken one at a time from a shared counter (next() on it is atomic under the
+                # GIL) by this thread and, with threads 2, the background one: where one thread loses its core
+                # to another process, the other decodes more columns (a fixed half each measured slower under load).
+                next_column = itertools.count()
+
+                def fill(buffers, pages=pages, columns=columns, first=lo - unit_start, next_column=next_column):
+                    for j in iter(next_column.__next__, None):
+                        if j >= len(pages):
+                            return
                         pages[j].read(first, columns[j], buffers)
 
-                split = len(self.columns) // 2 if threads > 1 and len(self._decode_buffers) > 1 else 0
-                helper = self._background().submit(fill, range(split), self._decode_buffers[1]) if split else None
+                helper = self._background().submit(fill, self._decode_buffers[1]) \
+                    if threads > 1 and len(self._decode_buffers) > 1 and len(self.columns) > 1 else None
                 try:
-                    fill(range(split, len(self.columns)), self._decode_buffers[0])
+                    fill(self._decode_buffers[0])
                 finally:
                     if helper is not None:
                         helper.result()
