@@ -107,6 +107,7 @@ class ColumnChunkPages:
         self.dictionary_pages = self.pages[~data]
         self._dictionary: np.ndarray | None = None
         self._no_dictionary = np.empty(0, self.dtype)
+        self._all_decoded = self.codec != "UNCOMPRESSED" and bool(self.data_pages[:, P_IS_COMPRESSED].all())
 
     @staticmethod
     def plan(metadata: Any, column_schema: Any) -> None:
@@ -190,6 +191,19 @@ class ColumnChunkPages:
         ``buffers.raw_cap`` bytes a run, or one page), decoded by one ``kernels.cpu_columns.decode_pages`` call."""
         done, n, itemsize = 0, out.shape[0], self.dtype.itemsize
         index = int(np.searchsorted(self.data_pages[:, P_FIRST_ROW], first, side="right")) - 1
+        if self._all_decoded:  # every page goes to decode_pages (snappy): the runs found without a loop per page
+            last = int(np.searchsorted(self.data_pages[:, P_FIRST_ROW], first + n - 1, side="right")) - 1
+            page_ends = self.data_pages[:, P_BODY] + self.data_pages[:, P_COMPRESSED_SIZE]
+            while index <= last:
+                # the pages from `index` whose bytes fit in one read of raw_cap (at least one page)
+                stop = int(np.searchsorted(page_ends, self.data_pages[index, P_BODY] + buffers.raw_cap,
+                                           side="right"))
+                stop = min(max(stop, index + 1), last + 1)
+                skip = first + done - int(self.data_pages[index, P_FIRST_ROW])
+                self._decode_run([index, stop - 1, done, skip], out, buffers)
+                done += int(self.data_pages[index:stop, P_NUM_VALUES].sum()) - skip
+                index = stop
+            return
         run: list[memoryview] = []  # the iovecs of the current run of plain pages
         run_start = run_end = -1  # file offsets of that run
         decoded = None  # the current run of decoded pages: [first page index, last, out position, skip]
