@@ -27,7 +27,10 @@ dictionary pages, uncompressed or snappy) are read by ``linreg.parquet_pages``,
 the pages' values into a column-major buffer of one chunk's rows (in the
 budget, as the decoded batch below), then into the chunk by
 ``kernels.cpu_columns.column_major_to_rows``; pages are found from their
-headers, so a read at any row starts at its page. A row group it does not read
+headers, so a read at any row starts at its page. A chunk read while the
+caller waits (full-batch passes, no read-ahead) is decoded by two threads (the
+caller's and the background one) taking columns in turn, each with its own
+read buffer of one chunk column (``DECODE_THREADS``, in the budget). A row group it does not read
 is pyarrow's, from the request's start (the same rows, bit for bit). The next
 chunk (``ShardReader.prefetch``) is read by a background thread into that
 buffer once the current chunk has been copied out of it: no buffer is added;

@@ -7,10 +7,13 @@ PLAIN or not, against ~15 ms for reading the same column-chunk bytes with ``prea
 every record batch is a fresh allocation (page faults) filled by a copy. Here the
 values of an uncompressed PLAIN page are read by ``os.preadv`` directly into their
 place in a reused buffer ``columns`` of shape ``(n_columns, rows)`` (one copy, as the
-``.npy`` path's ``readinto``); a snappy page is decompressed by pyarrow's codec and
-copied there; a dictionary-encoded page's indices are decoded and gathered by
-``kernels.cpu_columns.dictionary_decode``. ``kernels.cpu_columns.column_major_to_rows``
-then writes the row-major chunk.
+``.npy`` path's ``readinto``). Other pages (snappy, dictionary-encoded) are read a run
+at a time (one ``pread`` of up to one chunk column's bytes into ``DecodeBuffers.raw``)
+and decoded by one ``kernels.cpu_columns.decode_pages`` call per run: our own snappy
+decompressor (``snappy_decompress``: a page of random floats is one literal, a memcpy;
+a whole PLAIN page goes straight into ``columns``) and the dictionary indices'
+RLE / bit-packed decode and gather (``dictionary_decode``), with no Python per page.
+``kernels.cpu_columns.column_major_to_rows`` then writes the row-major chunk.
 
 What this reads itself (``ColumnChunkPages.plan`` checks it from the footer, pages
 are checked as they are read): physical type FLOAT or DOUBLE with no logical type,
@@ -23,8 +26,7 @@ start: its result never depends on which path ran (``tests/scale/test_parquet.py
 compares both on files of every kind this path takes, and some it refuses).
 
 Page headers are Thrift compact structs (parquet-format's ``PageHeader``), parsed
-here in Python: a column chunk has a page per ~1 MiB, so a few headers per chunk.
-Each column chunk's page list is built once, when first read (a few hundred bytes
+by ``kernels.cpu_columns.page_header``. Each column chunk's page list is built once, when first read (a few hundred bytes
 per page), and kept while its row group is being read.
 """
 
