@@ -26,8 +26,8 @@ start: its result never depends on which path ran (``tests/scale/test_parquet.py
 compares both on files of every kind this path takes, and some it refuses).
 
 Page headers are Thrift compact structs (parquet-format's ``PageHeader``), parsed
-by ``kernels.cpu_columns.page_header``. Each column chunk's page list is built once, when first read (a few hundred bytes
-per page), and kept while its row group is being read.
+by ``kernels.cpu_columns.page_header``. Each column chunk's page list is built once, when
+first read (a few hundred bytes per page), and kept while its row group is being read.
 """
 
 from __future__ import annotations
