@@ -27,7 +27,8 @@ writer's fallback once the dictionary is full: random floats do not repeat);
 snappy gains nothing on random floats (287 MiB against 251 MiB uncompressed, the
 dictionary pages included). ``plain.parquet``: uncompressed PLAIN pages.
 Both are read by ``linreg.parquet_pages`` (its fast path); ``--variants`` also
-times pyarrow's record-batch reader and the reader without the background thread.
+times pyarrow's record-batch reader, the reader without the background thread, and
+with one decoding thread instead of two.
 """
 
 from __future__ import annotations
@@ -73,17 +74,19 @@ def write_files(folder: Path, n_samples: int, n_features: int) -> dict[str, Path
 
 def providers(paths: dict[str, Path], mode: str, variants: bool = False) -> dict:
     """npy and both Parquet files; with ``variants`` also each file read by pyarrow's record batches
-    (``parquet.PAGE_READER`` off) and by the page reader without the background thread (``parquet.PREFETCH`` off)."""
+    (``parquet.PAGE_READER`` off), by the page reader without the background thread (``parquet.PREFETCH`` off),
+    and with one decoding thread (``parquet.DECODE_THREADS`` 1: a fill the caller waits for is not split)."""
     options = MODES[mode]
 
-    def fit(path: str, page_reader: bool = True, prefetch: bool = True):
+    def fit(path: str, page_reader: bool = True, prefetch: bool = True, decode_threads: int | None = None):
         def run():
-            saved = parquet.PAGE_READER, parquet.PREFETCH
+            saved = parquet.PAGE_READER, parquet.PREFETCH, parquet.DECODE_THREADS
             parquet.PAGE_READER, parquet.PREFETCH = page_reader, prefetch
+            parquet.DECODE_THREADS = decode_threads or saved[2]
             try:
                 return outofcore.fit(LinearRegressor(**options), paths[path], "target")
             finally:
-                parquet.PAGE_READER, parquet.PREFETCH = saved
+                parquet.PAGE_READER, parquet.PREFETCH, parquet.DECODE_THREADS = saved
         return run
 
     found = {"npy": lambda: outofcore.fit(LinearRegressor(**options), paths["X"], paths["y"]),
@@ -92,6 +95,7 @@ def providers(paths: dict[str, Path], mode: str, variants: bool = False) -> dict
         for name in ("parquet", "parquet-plain"):
             found[f"{name} pyarrow"] = fit(name, page_reader=False)
             found[f"{name} serial"] = fit(name, prefetch=False)
+            found[f"{name} 1 decoder"] = fit(name, decode_threads=1)
     return found
 
 
