@@ -547,10 +547,16 @@ def _v18_shipped(X, Y, W, b, start, stop, dW_part, db_part):
     return cpu._tiled_rows(X, Y, W, b, start, stop, scratch, dW_part, db_part)
 
 
+@njit(cache=True, fastmath=_FASTMATH)
+def _v19_lanes(X, Y, W, b, start, stop, dW_part, db_part):
+    """19: kernels.cpu._lanes_rows, the outputs in 8-lane float64 vectors (kernels.simd), float64 throughout."""
+    return cpu._lanes_rows(X, Y, W, b, start, stop, dW_part, db_part)
+
+
 # --------------------------------------------------------------------------- driver and timing
 
 VARIANTS = {0: _v0_reference, 1: _v1_short_partials, 2: _v2_short_partials_prefetch, 12: _v12_outer_product,
-            13: _v13_shipped, 17: _v17_shipped_in_cache, 18: _v18_shipped}
+            13: _v13_shipped, 17: _v17_shipped_in_cache, 18: _v18_shipped, 19: _v19_lanes}
 #: Variants 3+: (rows, prefetch ahead bytes, float64 copy, 2-output tiles) of make_tiled.
 TILED = {3: (32, 0, False, True), 4: (32, 0, True, True), 5: (64, 0, True, True), 6: (32, 4096, False, True),
          7: (32, 16384, False, True), 8: (64, 8192, True, True), 9: (16, 0, False, True),
