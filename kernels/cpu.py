@@ -35,7 +35,9 @@ Parallel strategy and why it is deterministic and race-free:
   block's partial into float64: the accuracy contract (DESIGN.md section 1:
   float32 within 1e-6 of float64 at 10,000,000 rows, 1e-5 near seed 000's
   optimum; measured ~5e-8, the rounding of dW to float32) at twice the
-  vector width. The other kernels accumulate everything in float64.
+  vector width. The lanes kernel (``_lanes_rows``, LANES_MIN_OUTPUTS or more outputs) holds 8
+  outputs per float64 vector (``kernels.simd``) and is float64 throughout. The other kernels
+  accumulate everything in float64.
 * Small problems (``n_samples * n_features * n_outputs < PARALLEL_MIN_WORK``)
   walk the same chunks in a plain loop: a parallel-region launch costs ~2 us on
   the omp/tbb threading layers but ~100 us on workqueue, more than a whole
@@ -198,6 +200,7 @@ def _loss_grad_rows(X, Y, W, b, start, stop, residual, dW_part, db_part, variant
     ``variant`` (``kernel_variant``) picks the kernel by its *type*, at compile time, so a
     compiled caller reaches only its own variant's kernel: a tuple of n_features float64
     zeros (one output, C-contiguous X and Y) the kernel specialised on n_features,
+    ``LANES`` (a boolean tuple) the lanes kernel (several outputs, C-contiguous X and Y),
     ``TILED`` (an integer tuple) the tiled kernel (C-contiguous X and Y), ``()`` the
     blocked kernel (any layout).
     ``residual`` is float64 scratch: of ``_scratch_size(n_features, n_outputs)`` elements
@@ -1033,9 +1036,10 @@ def kernel_variant(X: np.ndarray, Y: np.ndarray) -> tuple:
     """The row kernel a full-batch pass over (X, Y) uses, as the value whose type selects it.
 
     A tuple of n_features float64 zeros: the kernel specialised on n_features (one
-    output, at most _MAX_FIXED_FEATURES features, C-contiguous X and Y); ``TILED``: the
-    tiled kernel (``_tiled_rows``: any other shape, C-contiguous X and Y); ``()``: the
-    blocked kernel, any layout. Chosen here, in Python,
+    output, at most _MAX_FIXED_FEATURES features, C-contiguous X and Y); ``LANES``: the
+    lanes kernel (``_lanes_rows``: LANES_MIN_OUTPUTS or more outputs, C-contiguous X and Y);
+    ``TILED``: the tiled kernel (``_tiled_rows``: any other shape, C-contiguous X and Y);
+    ``()``: the blocked kernel, any layout. Chosen here, in Python,
     so that each compiled entry point (``_loss_grad``, ``_gd_epochs``) compiles only this variant.
     """
     n_features, n_outputs = X.shape[1], Y.shape[1]
