@@ -20,6 +20,9 @@ one row's 8 outputs in one register and update it with one fused multiply-add pe
 Everything is inlined at the call site (intrinsics), so the vectors stay in registers. The lanes
 are IEEE float64 operations with no fast-math flags: NaN and Inf propagate, and the order of
 each lane's sum is the order of the calls (deterministic). Callers keep the indices in bounds.
+
+Numba's cache keys on the *calling* kernel's source file: after changing this module, change or
+touch ``kernels/cpu.py`` too (or use a fresh ``NUMBA_CACHE_DIR``), or cached kernels keep the old code.
 """
 
 from __future__ import annotations
