@@ -547,10 +547,56 @@ def _v18_shipped(X, Y, W, b, start, stop, dW_part, db_part):
     return cpu._tiled_rows(X, Y, W, b, start, stop, scratch, dW_part, db_part)
 
 
+@njit(cache=True, fastmath=_FASTMATH)
+def _v19_lanes(X, Y, W, b, start, stop, dW_part, db_part):
+    """19: kernels.cpu._lanes_rows, the outputs in 8-lane float64 vectors (kernels.simd), float64 throughout."""
+    return cpu._lanes_rows(X, Y, W, b, start, stop, dW_part, db_part)
+
+
+@njit(cache=True)
+def _v20_blas(X, Y, W, b, start, stop, dW_part, db_part):
+    """20: BLAS from compiled code per block of 256 rows (numba's np.dot calls scipy's BLAS): the block
+    converted to float64, P = X_block @ W^T by dgemm, float64 residuals, then R^T (in X's dtype) @ X_block
+    by sgemm (dgemm for float64 data) added into the float64 partial."""
+    n_outputs, n_features = W.shape
+    rows = 256
+    wt = np.empty((n_features, n_outputs))
+    for o in range(n_outputs):
+        db_part[o] = 0.0
+        for f in range(n_features):
+            wt[f, o] = W[o, f]
+            dW_part[o, f] = 0.0
+    x = X.reshape(-1)
+    y = Y.reshape(-1)
+    total = 0.0
+    for i0 in range(start, stop, rows):
+        m = min(rows, stop - i0)
+        block = x[i0 * n_features:(i0 + m) * n_features]
+        x64 = np.empty(m * n_features)
+        for j in range(m * n_features):
+            x64[j] = block[j]
+        p = np.empty((m, n_outputs))
+        np.dot(x64.reshape(m, n_features), wt, p)
+        rt = np.empty((n_outputs, m), X.dtype)
+        for k in range(m):
+            for o in range(n_outputs):
+                r = p[k, o] + (np.float64(b[o]) - np.float64(y[(i0 + k) * n_outputs + o]))
+                total += r * r
+                db_part[o] += r
+                rt[o, k] = r
+        g = np.empty((n_outputs, n_features), X.dtype)
+        np.dot(rt, block.reshape(m, n_features), g)
+        for o in range(n_outputs):
+            for f in range(n_features):
+                dW_part[o, f] += g[o, f]
+    return total
+
+
 # --------------------------------------------------------------------------- driver and timing
 
 VARIANTS = {0: _v0_reference, 1: _v1_short_partials, 2: _v2_short_partials_prefetch, 12: _v12_outer_product,
-            13: _v13_shipped, 17: _v17_shipped_in_cache, 18: _v18_shipped}
+            13: _v13_shipped, 17: _v17_shipped_in_cache, 18: _v18_shipped, 19: _v19_lanes,
+            20: _v20_blas}
 #: Variants 3+: (rows, prefetch ahead bytes, float64 copy, 2-output tiles) of make_tiled.
 TILED = {3: (32, 0, False, True), 4: (32, 0, True, True), 5: (64, 0, True, True), 6: (32, 4096, False, True),
          7: (32, 16384, False, True), 8: (64, 8192, True, True), 9: (16, 0, False, True),

@@ -27,7 +27,8 @@ writer's fallback once the dictionary is full: random floats do not repeat);
 snappy gains nothing on random floats (287 MiB against 251 MiB uncompressed, the
 dictionary pages included). ``plain.parquet``: uncompressed PLAIN pages.
 Both are read by ``linreg.parquet_pages`` (its fast path); ``--variants`` also
-times pyarrow's record-batch reader and the reader without the background thread.
+times pyarrow's record-batch reader, the reader without the background thread, and
+with one decoding thread instead of two.
 """
 
 from __future__ import annotations
@@ -73,17 +74,19 @@ def write_files(folder: Path, n_samples: int, n_features: int) -> dict[str, Path
 
 def providers(paths: dict[str, Path], mode: str, variants: bool = False) -> dict:
     """npy and both Parquet files; with ``variants`` also each file read by pyarrow's record batches
-    (``parquet.PAGE_READER`` off) and by the page reader without the background thread (``parquet.PREFETCH`` off)."""
+    (``parquet.PAGE_READER`` off), by the page reader without the background thread (``parquet.PREFETCH`` off),
+    and with one decoding thread (``parquet.DECODE_THREADS`` 1: a fill the caller waits for is not split)."""
     options = MODES[mode]
 
-    def fit(path: str, page_reader: bool = True, prefetch: bool = True):
+    def fit(path: str, page_reader: bool = True, prefetch: bool = True, decode_threads: int | None = None):
         def run():
-            saved = parquet.PAGE_READER, parquet.PREFETCH
+            saved = parquet.PAGE_READER, parquet.PREFETCH, parquet.DECODE_THREADS
             parquet.PAGE_READER, parquet.PREFETCH = page_reader, prefetch
+            parquet.DECODE_THREADS = decode_threads or saved[2]
             try:
                 return outofcore.fit(LinearRegressor(**options), paths[path], "target")
             finally:
-                parquet.PAGE_READER, parquet.PREFETCH = saved
+                parquet.PAGE_READER, parquet.PREFETCH, parquet.DECODE_THREADS = saved
         return run
 
     found = {"npy": lambda: outofcore.fit(LinearRegressor(**options), paths["X"], paths["y"]),
@@ -92,6 +95,7 @@ def providers(paths: dict[str, Path], mode: str, variants: bool = False) -> dict
         for name in ("parquet", "parquet-plain"):
             found[f"{name} pyarrow"] = fit(name, page_reader=False)
             found[f"{name} serial"] = fit(name, prefetch=False)
+            found[f"{name} 1 decoder"] = fit(name, decode_threads=1)
     return found
 
 
@@ -146,22 +150,36 @@ def profile(paths: dict[str, Path], rounds: int = 3) -> dict[str, dict[str, floa
                 start = c.dictionary_page_offset or c.data_page_offset
                 parquet_pages._pread_into(fd, raw[:c.total_compressed_size], start)
 
-        def decompress():  # every page of every column chunk, the reads excluded (bodies read first, per chunk)
-            seconds = 0.0
-            for chunk_pages in pages:
-                if chunk_pages.codec == "UNCOMPRESSED":
-                    continue
-                bodies = []
-                for page in chunk_pages.pages:
-                    body = np.empty(int(page[parquet_pages.P_COMPRESSED_SIZE]), np.uint8)
-                    parquet_pages._pread_into(fd, body, int(page[parquet_pages.P_BODY]))
-                    bodies.append((body, int(page[parquet_pages.P_UNCOMPRESSED_SIZE])))
-                started = time.perf_counter()
-                for body, size in bodies:
-                    pa.Codec("snappy").decompress(body, decompressed_size=size)
-                seconds += time.perf_counter() - started
-            decompress.seconds = seconds
+        # Every page's body read once (outside the timings), for the decode stages below.
+        bodies = []
+        for chunk_pages in pages:
+            for page in chunk_pages.pages:
+                body = np.empty(int(page[parquet_pages.P_COMPRESSED_SIZE]), np.uint8)
+                parquet_pages._pread_into(fd, body, int(page[parquet_pages.P_BODY]))
+                bodies.append((chunk_pages, page, body, np.empty(int(page[parquet_pages.P_UNCOMPRESSED_SIZE]),
+                                                                  np.uint8)))
+        compressed = [b for b in bodies if b[0].codec != "UNCOMPRESSED"]
+        codec = pa.Codec("snappy")
+        dictionaries = {id(c): c._dictionary_values(parquet_pages.DecodeBuffers(1 << 20)) for c, p, *_ in bodies
+                        if p[parquet_pages.P_KIND] == 2}
+        for _, _, body, out in compressed:
+            cpu_columns.snappy_decompress(body, out)
+        indices = [(c, p, out if c.codec != "UNCOMPRESSED" else body, np.empty(int(p[parquet_pages.P_NUM_VALUES]),
+                                                                                c.dtype))
+                   for c, p, body, out in bodies if p[parquet_pages.P_ENCODING] in (2, 8)
+                   and p[parquet_pages.P_KIND] != 2]
 
+        def dictionary_indices():
+            for c, p, data, out in indices:
+                at = c._definition_levels(p, data)
+                cpu_columns.dictionary_decode(data[at:], int(p[parquet_pages.P_NUM_VALUES]), 0,
+                                              dictionaries[id(c)], out)
+
+        kinds = np.concatenate([c.pages[:, parquet_pages.P_ENCODING] * 10 + c.pages[:, parquet_pages.P_KIND]
+                                for c in pages])
+        print(f"{Path(path).name}: {int((kinds == 2).sum())} dictionary pages, {int((kinds == 80).sum())} "
+              f"RLE_DICTIONARY data pages ({sum(o.shape[0] for *_, o in indices):,} values), "
+              f"{int((kinds == 0).sum())} PLAIN data pages")
         def arrow_batches(convert: bool):
             def run():
                 source = parquet.ParquetFiles(path).open(0)
@@ -177,14 +195,14 @@ def profile(paths: dict[str, Path], rounds: int = 3) -> dict[str, dict[str, floa
         arrays = [sample.column(j).to_numpy() for j in range(n_features)]
         scale = n / sample.num_rows
 
-        def reader(page_reader: bool, fill_only: bool = False):
+        def reader(page_reader: bool, fill_only: bool = False, threads: int = 1):
             def run():
                 saved, parquet.PAGE_READER = parquet.PAGE_READER, page_reader
                 try:
                     source = outofcore.open_dataset(path, "target").X
                     for start, stop in bounds:
                         if fill_only:
-                            source._fill_pages(start, stop)
+                            source._fill_pages(start, stop, threads)
                         else:
                             source.read(start, stop, rows[:stop - start])
                     run.source = source
@@ -194,24 +212,30 @@ def profile(paths: dict[str, Path], rounds: int = 3) -> dict[str, dict[str, floa
             return run
 
         fill = reader(True, fill_only=True)
-        fill()
+        fill2 = reader(True, fill_only=True, threads=2)
+        fill(), fill2()
         buffer = parquet._column_buffer(n_features, chunk_rows, np.dtype(np.float32))
         buffer[:] = 0
         kernel(), npy_read()
         stages = {
             "open + footer": best(lambda: pq.ParquetFile(path).metadata),
             "page read (pread of the column chunks)": best(page_read),
-            "decompress (snappy, every page)": min(decompress() or decompress.seconds for _ in range(rounds)) * 1e3,
+            "snappy, pyarrow's codec (every page)": best(
+                lambda: [codec.decompress(body, decompressed_size=out.shape[0]) for _, _, body, out in compressed]),
+            "snappy, ours (snappy_decompress, every page)": best(
+                lambda: [cpu_columns.snappy_decompress(body, out) for _, _, body, out in compressed]),
+            "dictionary indices -> values (dictionary_decode)": best(dictionary_indices),
             "pyarrow decode to Arrow (iter_batches)": best(arrow_batches(False)),
             "Arrow -> NumPy (to_numpy)": best(lambda: [a.to_numpy() for a in sample.columns]) * scale,
             "Arrow columns -> rows (columns_to_rows)": best(
                 lambda: parquet._columns_to_rows(arrays, list(range(n_features)), rows[:sample.num_rows])) * scale,
             "pyarrow path, whole (decode + rows)": best(arrow_batches(True)),
-            "page reader fill (pages -> column buffer)": best(fill),
+            "page reader fill, 1 thread (pages -> column buffer)": best(fill),
+            "page reader fill, 2 threads": best(fill2),
             "column-major -> rows (column_major_to_rows)": best(
                 lambda: [cpu_columns.column_major_to_rows(buffer[:, :stop - start], rows[:stop - start])
                          for start, stop in bounds]),
-            "page reader, whole (ParquetColumns.read)": best(reader(True)),
+            "page reader, whole (ParquetColumns.read: fill + rows)": best(reader(True)),
             "gradient kernel (_Sums.of)": best(kernel),
             ".npy read (readinto)": best(npy_read),
         }

@@ -35,7 +35,9 @@ Parallel strategy and why it is deterministic and race-free:
   block's partial into float64: the accuracy contract (DESIGN.md section 1:
   float32 within 1e-6 of float64 at 10,000,000 rows, 1e-5 near seed 000's
   optimum; measured ~5e-8, the rounding of dW to float32) at twice the
-  vector width. The other kernels accumulate everything in float64.
+  vector width. The lanes kernel (``_lanes_rows``, LANES_MIN_OUTPUTS or more outputs) holds 8
+  outputs per float64 vector (``kernels.simd``) and is float64 throughout. The other kernels
+  accumulate everything in float64.
 * Small problems (``n_samples * n_features * n_outputs < PARALLEL_MIN_WORK``)
   walk the same chunks in a plain loop: a parallel-region launch costs ~2 us on
   the omp/tbb threading layers but ~100 us on workqueue, more than a whole
@@ -60,11 +62,21 @@ from numba.cpython.unsafe.tuple import tuple_setitem
 from numba.extending import intrinsic, overload, register_jitable
 
 from . import layout
+from .simd import LANES as _LANES
+from .simd import _add as _vadd
+from .simd import _fma as _vfma
+from .simd import _load as _vload
+from .simd import _load_upto as _vload_upto
+from .simd import _splat as _vsplat
+from .simd import _store as _vstore
+from .simd import _sub as _vsub
+from .simd import _zeros as _vzeros
 
 __all__ = [
     "CHUNK_ROWS",
     "MAX_CHUNKS",
     "PARALLEL_MIN_WORK",
+    "LANES",
     "TILED",
     "Workspace",
     "chunking",
@@ -110,6 +122,14 @@ _PREFETCH_AHEAD_BYTES = 8192
 _TILED_PREFETCH_MIN_BYTES = 16 << 20
 #: ``kernel_variant``'s value for the tiled kernel (``_tiled_rows``): by its type, a tuple of one integer.
 TILED = (0,)
+#: ``kernel_variant``'s value for the lanes kernel (``_lanes_rows``, several outputs): a tuple of one boolean.
+LANES = (True,)
+#: The lanes kernel's register tile: this many rows, each one 8-lane vector of outputs (8 independent FMA chains:
+#: 2 FMA pipes x 4 cycles of latency).
+_LANE_TILE_ROWS = 8
+#: Fewest outputs for which kernel_variant picks the lanes kernel: with 4 or fewer, half its 8 lanes idle, the
+#: tiled kernel is faster (64x4 float32, ns per element in L2: 0.35 against 0.41; 64x5: 0.48 against 0.41).
+LANES_MIN_OUTPUTS = 5
 
 
 def chunking(n_samples: int, chunk_rows: int | None = None, max_chunks: int | None = None) -> tuple[int, int]:
@@ -180,6 +200,7 @@ def _loss_grad_rows(X, Y, W, b, start, stop, residual, dW_part, db_part, variant
     ``variant`` (``kernel_variant``) picks the kernel by its *type*, at compile time, so a
     compiled caller reaches only its own variant's kernel: a tuple of n_features float64
     zeros (one output, C-contiguous X and Y) the kernel specialised on n_features,
+    ``LANES`` (a boolean tuple) the lanes kernel (several outputs, C-contiguous X and Y),
     ``TILED`` (an integer tuple) the tiled kernel (C-contiguous X and Y), ``()`` the
     blocked kernel (any layout).
     ``residual`` is float64 scratch: of ``_scratch_size(n_features, n_outputs)`` elements
@@ -196,6 +217,11 @@ def _loss_grad_rows_overload(X, Y, W, b, start, stop, residual, dW_part, db_part
         def specialised_rows(X, Y, W, b, start, stop, residual, dW_part, db_part, variant):
             return _fixed_rows(X.reshape(-1), Y.reshape(-1), W, b, start, stop, dW_part, db_part, variant)
         return specialised_rows
+    lanes = isinstance(variant, types.UniTuple) and isinstance(variant.dtype, types.Boolean)
+    if lanes and contiguous:
+        def lanes_rows(X, Y, W, b, start, stop, residual, dW_part, db_part, variant):
+            return _lanes_rows(X, Y, W, b, start, stop, dW_part, db_part)
+        return lanes_rows
     tiled = isinstance(variant, types.UniTuple) and isinstance(variant.dtype, types.Integer)
     if tiled and contiguous:
         def tiled_rows(X, Y, W, b, start, stop, residual, dW_part, db_part, variant):
@@ -598,6 +624,159 @@ def _tiled_rows_with(X, Y, W, b, start, stop, scratch, dW_part, db_part, prefetc
     return total
 
 
+@njit(inline="always", fastmath=_FASTMATH)
+def _lane_residual(acc, bias, y, at, count, squares, sums, rb, to):
+    """One row's residual vector ``acc + b - Y[row, group]`` (the targets y[at:at + count], idle lanes 0),
+    stored at rb[to:to + 8]; returns the running (squares, sums) vectors with it added. All in vectors: scalar
+    stores read back as a vector stall the store-to-load forwarding (item 46)."""
+    r = _vsub(_vadd(acc, bias), _vload_upto(y, at, count))
+    _vstore(rb, to, r)
+    return _vfma(r, r, squares), _vadd(sums, r)
+
+
+@njit(cache=True, fastmath=_FASTMATH)
+def _lanes_rows(X, Y, W, b, start, stop, dW_part, db_part):
+    """_loss_grad_rows for C-contiguous X and Y with several outputs: the outputs in the vector lanes.
+
+    The outputs are cut into groups of 8 (``kernels.simd``'s ``<8 x double>``; a last, partial
+    group has zero weights in its idle lanes). Per tile of _LANE_TILE_ROWS rows, converted once to
+    float64 (16 KiB or less for 256 features: stays in L1), and per group of outputs:
+
+    * forward, a GEMM micro-kernel: one accumulator vector per row, ``acc[t] += x[t, f] * WT[f, :]``
+      over the features, one fused multiply-add (with the element of X broadcast from memory) per
+      element and group; no horizontal sums. The residual ``R[t, :] = acc[t] + b - Y[t, :]`` is
+      float64 (cancellation near the optimum: item 27), so are the loss and db;
+    * backward, an outer product: ``GT[f, :] += sum_t x[t, f] * R[t, :]``, the gradient's transpose
+      (n_features x 8 per group) accumulated in float64 over the chunk, one FMA per element and group,
+      two chains of 4 rows per feature; transposed into ``dW_part`` at the end.
+
+    All float64: with float32 data the loss and gradients are within ~1e-7 of a float64 reference (the
+    rounding of the float32 dW and db), with float64 data within 1e-12. Each lane's sums run in the order of
+    the rows and features, whatever the threads: deterministic. Remaining rows (fewer than a tile) run
+    one at a time.
+    """
+    n_outputs, n_features = W.shape
+    lanes = _LANES
+    tile = _LANE_TILE_ROWS
+    n_groups = (n_outputs + lanes - 1) // lanes
+    width = n_groups * lanes
+    # WT: the weights transposed, per group: wt[(g * n_features + f) * lanes + l] = W[g * lanes + l, f].
+    wt = np.zeros(n_groups * n_features * lanes)
+    gt = np.zeros(n_groups * n_features * lanes)
+    for o in range(n_outputs):
+        g, lane = o // lanes, o % lanes
+        for f in range(n_features):
+            wt[(g * n_features + f) * lanes + lane] = W[o, f]
+    b64 = np.zeros(width)
+    for o in range(n_outputs):
+        b64[o] = b[o]
+    xb = np.empty(tile * n_features)
+    rb = np.zeros(tile * width)  # the tile's residuals, row t's group g at (t * n_groups + g) * lanes
+    x = X.reshape(-1)
+    y = Y.reshape(-1)
+    squares = _vzeros()
+    sums = np.zeros(width)
+    i = start
+    while i < stop:
+        m = min(tile, stop - i)
+        # The tile in float64, in L1 (a copy for float64 data too: the loops below then index one plain
+        # buffer, ~15% faster than a slice of X or a converted slice, benchmarks/README.md item 46).
+        rows = x[i * n_features:(i + m) * n_features]
+        for j in range(m * n_features):
+            xb[j] = rows[j]
+        if m == tile:
+            for g in range(n_groups):
+                a0 = _vzeros()
+                a1 = _vzeros()
+                a2 = _vzeros()
+                a3 = _vzeros()
+                a4 = _vzeros()
+                a5 = _vzeros()
+                a6 = _vzeros()
+                a7 = _vzeros()
+                for f in range(n_features):
+                    w = _vload(wt, (g * n_features + f) * lanes)
+                    a0 = _vfma(_vsplat(xb[f]), w, a0)
+                    a1 = _vfma(_vsplat(xb[n_features + f]), w, a1)
+                    a2 = _vfma(_vsplat(xb[2 * n_features + f]), w, a2)
+                    a3 = _vfma(_vsplat(xb[3 * n_features + f]), w, a3)
+                    a4 = _vfma(_vsplat(xb[4 * n_features + f]), w, a4)
+                    a5 = _vfma(_vsplat(xb[5 * n_features + f]), w, a5)
+                    a6 = _vfma(_vsplat(xb[6 * n_features + f]), w, a6)
+                    a7 = _vfma(_vsplat(xb[7 * n_features + f]), w, a7)
+                bias = _vload(b64, g * lanes)
+                sum_g = _vload(sums, g * lanes)
+                count = min(lanes, n_outputs - g * lanes)
+                at = i * n_outputs + g * lanes
+                squares, sum_g = _lane_residual(a0, bias, y, at, count, squares, sum_g, rb, g * lanes)
+                squares, sum_g = _lane_residual(a1, bias, y, at + n_outputs, count, squares, sum_g, rb,
+                                                (n_groups + g) * lanes)
+                squares, sum_g = _lane_residual(a2, bias, y, at + 2 * n_outputs, count, squares, sum_g, rb,
+                                                (2 * n_groups + g) * lanes)
+                squares, sum_g = _lane_residual(a3, bias, y, at + 3 * n_outputs, count, squares, sum_g, rb,
+                                                (3 * n_groups + g) * lanes)
+                squares, sum_g = _lane_residual(a4, bias, y, at + 4 * n_outputs, count, squares, sum_g, rb,
+                                                (4 * n_groups + g) * lanes)
+                squares, sum_g = _lane_residual(a5, bias, y, at + 5 * n_outputs, count, squares, sum_g, rb,
+                                                (5 * n_groups + g) * lanes)
+                squares, sum_g = _lane_residual(a6, bias, y, at + 6 * n_outputs, count, squares, sum_g, rb,
+                                                (6 * n_groups + g) * lanes)
+                squares, sum_g = _lane_residual(a7, bias, y, at + 7 * n_outputs, count, squares, sum_g, rb,
+                                                (7 * n_groups + g) * lanes)
+                _vstore(sums, g * lanes, sum_g)
+        else:
+            for t in range(m):
+                for g in range(n_groups):
+                    wg = wt[g * n_features * lanes:(g + 1) * n_features * lanes]
+                    a0 = _vzeros()
+                    for f in range(n_features):
+                        a0 = _vfma(_vsplat(xb[t * n_features + f]), _vload(wg, f * lanes), a0)
+                    sum_g = _vload(sums, g * lanes)
+                    squares, sum_g = _lane_residual(a0, _vload(b64, g * lanes), y,
+                                                    (i + t) * n_outputs + g * lanes,
+                                                    min(lanes, n_outputs - g * lanes), squares, sum_g, rb,
+                                                    (t * n_groups + g) * lanes)
+                    _vstore(sums, g * lanes, sum_g)
+        for g in range(n_groups):
+            gg = gt[g * n_features * lanes:(g + 1) * n_features * lanes]
+            if m == tile:
+                r0 = _vload(rb, g * lanes)
+                r1 = _vload(rb, (n_groups + g) * lanes)
+                r2 = _vload(rb, (2 * n_groups + g) * lanes)
+                r3 = _vload(rb, (3 * n_groups + g) * lanes)
+                r4 = _vload(rb, (4 * n_groups + g) * lanes)
+                r5 = _vload(rb, (5 * n_groups + g) * lanes)
+                r6 = _vload(rb, (6 * n_groups + g) * lanes)
+                r7 = _vload(rb, (7 * n_groups + g) * lanes)
+                for f in range(n_features):
+                    even = _vfma(_vsplat(xb[f]), r0, _vload(gt, (g * n_features + f) * lanes))
+                    odd = _vfma(_vsplat(xb[n_features + f]), r1, _vzeros())
+                    even = _vfma(_vsplat(xb[2 * n_features + f]), r2, even)
+                    odd = _vfma(_vsplat(xb[3 * n_features + f]), r3, odd)
+                    even = _vfma(_vsplat(xb[4 * n_features + f]), r4, even)
+                    odd = _vfma(_vsplat(xb[5 * n_features + f]), r5, odd)
+                    even = _vfma(_vsplat(xb[6 * n_features + f]), r6, even)
+                    odd = _vfma(_vsplat(xb[7 * n_features + f]), r7, odd)
+                    _vstore(gt, (g * n_features + f) * lanes, _vadd(even, odd))
+            else:
+                for t in range(m):
+                    r0 = _vload(rb, (t * n_groups + g) * lanes)
+                    for f in range(n_features):
+                        _vstore(gg, f * lanes, _vfma(_vsplat(xb[t * n_features + f]), r0, _vload(gg, f * lanes)))
+        i += m
+    total = 0.0
+    lane_squares = np.empty(lanes)
+    _vstore(lane_squares, 0, squares)
+    for lane in range(lanes):
+        total += lane_squares[lane]
+    for o in range(n_outputs):
+        g, lane = o // lanes, o % lanes
+        db_part[o] = sums[o]
+        for f in range(n_features):
+            dW_part[o, f] = gt[(g * n_features + f) * lanes + lane]
+    return total
+
+
 @njit(cache=True, fastmath=_FASTMATH)
 def _fixed_rows(x, y, W, b, start, stop, dW_part, db_part, zeros):
     """_loss_grad_rows for one output and n_features = len(zeros), known at compile time.
@@ -858,15 +1037,18 @@ def kernel_variant(X: np.ndarray, Y: np.ndarray) -> tuple:
     """The row kernel a full-batch pass over (X, Y) uses, as the value whose type selects it.
 
     A tuple of n_features float64 zeros: the kernel specialised on n_features (one
-    output, at most _MAX_FIXED_FEATURES features, C-contiguous X and Y); ``TILED``: the
-    tiled kernel (``_tiled_rows``: any other shape, C-contiguous X and Y); ``()``: the
-    blocked kernel, any layout. Chosen here, in Python,
+    output, at most _MAX_FIXED_FEATURES features, C-contiguous X and Y); ``LANES``: the
+    lanes kernel (``_lanes_rows``: LANES_MIN_OUTPUTS or more outputs, C-contiguous X and Y);
+    ``TILED``: the tiled kernel (``_tiled_rows``: any other shape, C-contiguous X and Y);
+    ``()``: the blocked kernel, any layout. Chosen here, in Python,
     so that each compiled entry point (``_loss_grad``, ``_gd_epochs``) compiles only this variant.
     """
     n_features, n_outputs = X.shape[1], Y.shape[1]
     contiguous = X.flags.c_contiguous and Y.flags.c_contiguous
     if n_outputs == 1 and n_features <= _MAX_FIXED_FEATURES and contiguous:
         return (0.0,) * n_features
+    if n_outputs >= LANES_MIN_OUTPUTS and contiguous:
+        return LANES
     if contiguous:
         return TILED
     return ()

@@ -27,7 +27,10 @@ dictionary pages, uncompressed or snappy) are read by ``linreg.parquet_pages``,
 the pages' values into a column-major buffer of one chunk's rows (in the
 budget, as the decoded batch below), then into the chunk by
 ``kernels.cpu_columns.column_major_to_rows``; pages are found from their
-headers, so a read at any row starts at its page. A row group it does not read
+headers, so a read at any row starts at its page. A chunk read while the
+caller waits (full-batch passes, no read-ahead) is decoded by two threads (the
+caller's and the background one) taking columns in turn, each with its own
+read buffer of one chunk column (``DECODE_THREADS``, in the budget). A row group it does not read
 is pyarrow's, from the request's start (the same rows, bit for bit). The next
 chunk (``ShardReader.prefetch``) is read by a background thread into that
 buffer once the current chunk has been copied out of it: no buffer is added;
@@ -60,6 +63,7 @@ pyarrow is imported only when Parquet data is used: ``import linreg`` stays ligh
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -79,6 +83,9 @@ KERNEL_ROWS = 4096
 PAGE_READER = True
 #: Read the next chunk in a background thread while the kernels run on this one (``ParquetColumns.prefetch``).
 PREFETCH = True
+#: Threads that decode a chunk's pages when the caller waits for it (columns split between them; 1 if one core).
+DECODE_THREADS = 2 if (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1) > 1 \
+    else 1
 #: Page-list entries (80 bytes each) kept for the row groups of a file before only the current one's are kept.
 MAX_KEPT_PAGES = 1 << 14
 
@@ -212,6 +219,7 @@ class ParquetColumns(outofcore.RowSource):
         self.dtype = check._from_dataframe(files.schema.empty_table().select(columns), name).dtype
         # Bytes per row of a decoded batch of these columns (a boolean's bits become bytes when converted).
         self._decoded_row_bytes = sum(max(1, files.schema.field(c).type.bit_width // 8) for c in columns)
+        self._widest_column_bytes = max(max(1, files.schema.field(c).type.bit_width // 8) for c in columns)
         self._file_index, self._file = -1, None
         self._unit, self._batches, self._batch, self._batch_start = -1, None, None, 0
         # The page reader (linreg.parquet_pages): local files only; row groups it refused go to pyarrow.
@@ -220,12 +228,14 @@ class ParquetColumns(outofcore.RowSource):
         self._pages: dict[int, list] = {}
         self._kept_pages, self._current_unit = 0, -1
         self._column_buffer: np.ndarray | None = None
+        self._decode_buffers: list = []
         self._fd = self._fd_file = self._metadata = None
         self._executor = self._pending = None  # the background fill (prefetch) and the one in flight
 
     def scratch_bytes_per_row(self, dtype: np.dtype) -> int:
-        # The decoded record batch (at most one chunk's rows) in its stored types, whatever the compute dtype.
-        return self._decoded_row_bytes
+        # The decoded record batch, or the page reader's column buffer (at most one chunk's rows) in its stored
+        # types, whatever the compute dtype; and each decoding thread's read buffer (one column of the chunk).
+        return self._decoded_row_bytes + DECODE_THREADS * self._widest_column_bytes
 
     def read(self, start: int, stop: int, out: np.ndarray) -> None:
         pending, self._pending = self._pending, None
@@ -237,7 +247,7 @@ class ParquetColumns(outofcore.RowSource):
             if rows == (start, stop) and filled:
                 self._transpose(stop - start, out)
                 return
-        if self._fill_pages(start, stop):
+        if self._fill_pages(start, stop, threads=DECODE_THREADS):
             self._transpose(stop - start, out)
             return
         self._read_batches(start, stop, out)
@@ -249,11 +259,7 @@ class ParquetColumns(outofcore.RowSource):
         Threads release the GIL in preadv, snappy and the decode kernels, as the gradient kernel does."""
         if not PREFETCH or self._pending is not None:
             return
-        if self._executor is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"linreg-parquet-{self.name}")
-        self._pending = ((start, stop), self._executor.submit(self._fill, start, stop))
+        self._pending = ((start, stop), self._background().submit(self._fill, start, stop))
 
     def _fill(self, start: int, stop: int) -> bool:
         if self._fill_pages(start, stop):
@@ -261,9 +267,11 @@ class ParquetColumns(outofcore.RowSource):
         self._batch_covering(start, stop - start)  # pyarrow's path: decode the batch that read() starts from
         return False
 
-    def _fill_pages(self, start: int, stop: int) -> bool:
+    def _fill_pages(self, start: int, stop: int, threads: int = 1) -> bool:
         """Rows [start, stop) by ``linreg.parquet_pages`` into the column buffer (column-major); False, having
-        filled nothing that matters, where a row group is not one it reads (it is then pyarrow's for good)."""
+        filled nothing that matters, where a row group is not one it reads (it is then pyarrow's for good).
+        ``threads`` 2: the columns are split between this thread and the background one (each with its own
+        ``DecodeBuffers``): a fill on the caller's thread, while no kernel runs, uses both cores."""
         from linreg import parquet_pages
 
         files, n = self.files, stop - start
@@ -281,14 +289,43 @@ class ParquetColumns(outofcore.RowSource):
                         or self._column_buffer.dtype != pages[0].dtype:
                     self._column_buffer = None
                     self._column_buffer = _column_buffer(len(self.columns), n, pages[0].dtype)
-                for j, column_pages in enumerate(pages):
-                    column_pages.read(lo - unit_start, self._column_buffer[j, lo - start:hi - start])
+                    # Each decoding thread's read buffer: one column of the chunk per run (counted in the budget).
+                    self._decode_buffers = [parquet_pages.DecodeBuffers(n * pages[0].dtype.itemsize)
+                                            for _ in range(DECODE_THREADS)]
+                columns = self._column_buffer[:, lo - start:hi - start]
+
+                # The columns are taken one at a time from a shared counter (next() on it is atomic under the
+                # GIL) by this thread and, with threads 2, the background one: where one thread loses its core
+                # to another process, the other decodes more columns (a fixed half each measured slower under load).
+                next_column = itertools.count()
+
+                def fill(buffers, pages=pages, columns=columns, first=lo - unit_start, next_column=next_column):
+                    for j in iter(next_column.__next__, None):
+                        if j >= len(pages):
+                            return
+                        pages[j].read(first, columns[j], buffers)
+
+                helper = self._background().submit(fill, self._decode_buffers[1]) \
+                    if threads > 1 and len(self._decode_buffers) > 1 and len(self.columns) > 1 else None
+                try:
+                    fill(self._decode_buffers[0])
+                finally:
+                    if helper is not None:
+                        helper.result()
         except parquet_pages.Unsupported:
             self._pyarrow_units.update(units)
             self._close_fd()
             self._column_buffer = None
             return False
         return True
+
+    def _background(self):
+        """The background thread (prefetch fills, and the second half of a two-thread fill)."""
+        if self._executor is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"linreg-parquet-{self.name}")
+        return self._executor
 
     def _transpose(self, n: int, out: np.ndarray) -> None:
         from linreg.kernels import cpu_columns
@@ -411,6 +448,7 @@ class ParquetColumns(outofcore.RowSource):
         self._executor = self._pending = None
         self._close_fd()
         self._column_buffer = None
+        self._decode_buffers = []
         self._close_file()
 
     def _close_file(self) -> None:

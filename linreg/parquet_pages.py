@@ -7,10 +7,13 @@ PLAIN or not, against ~15 ms for reading the same column-chunk bytes with ``prea
 every record batch is a fresh allocation (page faults) filled by a copy. Here the
 values of an uncompressed PLAIN page are read by ``os.preadv`` directly into their
 place in a reused buffer ``columns`` of shape ``(n_columns, rows)`` (one copy, as the
-``.npy`` path's ``readinto``); a snappy page is decompressed by pyarrow's codec and
-copied there; a dictionary-encoded page's indices are decoded and gathered by
-``kernels.cpu_columns.dictionary_decode``. ``kernels.cpu_columns.column_major_to_rows``
-then writes the row-major chunk.
+``.npy`` path's ``readinto``). Other pages (snappy, dictionary-encoded) are read a run
+at a time (one ``pread`` of up to one chunk column's bytes into ``DecodeBuffers.raw``)
+and decoded by one ``kernels.cpu_columns.decode_pages`` call per run: our own snappy
+decompressor (``snappy_decompress``: a page of random floats is one literal, a memcpy;
+a whole PLAIN page goes straight into ``columns``) and the dictionary indices'
+RLE / bit-packed decode and gather (``dictionary_decode``), with no Python per page.
+``kernels.cpu_columns.column_major_to_rows`` then writes the row-major chunk.
 
 What this reads itself (``ColumnChunkPages.plan`` checks it from the footer, pages
 are checked as they are read): physical type FLOAT or DOUBLE with no logical type,
@@ -23,9 +26,8 @@ start: its result never depends on which path ran (``tests/scale/test_parquet.py
 compares both on files of every kind this path takes, and some it refuses).
 
 Page headers are Thrift compact structs (parquet-format's ``PageHeader``), parsed
-here in Python: a column chunk has a page per ~1 MiB, so a few headers per chunk.
-Each column chunk's page list is built once, when first read (a few hundred bytes
-per page), and kept while its row group is being read.
+by ``kernels.cpu_columns.page_header``. Each column chunk's page list is built once, when
+first read (a few hundred bytes per page), and kept while its row group is being read.
 """
 
 from __future__ import annotations
@@ -49,6 +51,35 @@ _MAX_IOVECS = 1000
 
 class Unsupported(Exception):
     """The column chunk or page is not one this path reads: read it with pyarrow."""
+
+
+#: ``kernels.cpu_columns.decode_pages``' statuses, in words.
+_DECODE_PROBLEMS = {1: "a malformed snappy block", 2: "definition levels with nulls, or not one run",
+                    3: "a truncated page", 4: "dictionary indices out of range or truncated",
+                    5: "an encoding not read here"}
+
+
+class DecodeBuffers:
+    """One decoding thread's reused buffers: ``raw``, the file bytes of a run of pages (at most ``raw_cap`` bytes a
+    run, or one page where a page is larger), and ``scratch``, the page being decompressed. A reader counts them
+    in its chunk budget (``linreg.parquet.ParquetColumns.scratch_bytes_per_row``)."""
+
+    def __init__(self, raw_cap: int) -> None:
+        self.raw_cap = raw_cap
+        self._raw = np.empty(0, np.uint8)
+        self._scratch = np.empty(0, np.uint8)
+
+    def raw(self, n_bytes: int) -> np.ndarray:
+        if self._raw.shape[0] < n_bytes:
+            self._raw = np.empty(0, np.uint8)  # released before the larger one is allocated
+            self._raw = np.empty(n_bytes, np.uint8)
+        return self._raw[:n_bytes]
+
+    def scratch(self, n_bytes: int) -> np.ndarray:
+        if self._scratch.shape[0] < n_bytes:
+            self._scratch = np.empty(0, np.uint8)
+            self._scratch = np.empty(n_bytes, np.uint8)
+        return self._scratch
 
 
 # --------------------------------------------------------------------------- pages of a column chunk
@@ -77,6 +108,8 @@ class ColumnChunkPages:
         self.data_pages = self.pages[data]
         self.dictionary_pages = self.pages[~data]
         self._dictionary: np.ndarray | None = None
+        self._no_dictionary = np.empty(0, self.dtype)
+        self._all_decoded = self.codec != "UNCOMPRESSED" and bool(self.data_pages[:, P_IS_COMPRESSED].all())
 
     @staticmethod
     def plan(metadata: Any, column_schema: Any) -> None:
@@ -151,17 +184,31 @@ class ColumnChunkPages:
             raise Unsupported(f"the pages hold {rows} values, the footer says {metadata.num_values}")
         return np.array(rows_list, np.int64).reshape(-1, 10)
 
-    def read(self, first: int, out: np.ndarray) -> None:
+    def read(self, first: int, out: np.ndarray, buffers: DecodeBuffers) -> None:
         """Values ``[first, first + len(out))`` of the column chunk into ``out`` (1-D, contiguous, self.dtype).
 
         A run of uncompressed PLAIN pages is one ``preadv`` of the file's bytes from the first value needed to the
-        last: each page's values land in ``out``, the headers and levels between them in a scrap buffer."""
-        from linreg.kernels import cpu_columns
-
+        last: each page's values land in ``out``, the headers and levels between them in a scrap buffer. A run of
+        other pages (snappy, dictionary-encoded) is one ``pread`` of their bytes into ``buffers.raw`` (at most
+        ``buffers.raw_cap`` bytes a run, or one page), decoded by one ``kernels.cpu_columns.decode_pages`` call."""
         done, n, itemsize = 0, out.shape[0], self.dtype.itemsize
         index = int(np.searchsorted(self.data_pages[:, P_FIRST_ROW], first, side="right")) - 1
+        if self._all_decoded:  # every page goes to decode_pages (snappy): the runs found without a loop per page
+            last = int(np.searchsorted(self.data_pages[:, P_FIRST_ROW], first + n - 1, side="right")) - 1
+            page_ends = self.data_pages[:, P_BODY] + self.data_pages[:, P_COMPRESSED_SIZE]
+            while index <= last:
+                # the pages from `index` whose bytes fit in one read of raw_cap (at least one page)
+                stop = int(np.searchsorted(page_ends, self.data_pages[index, P_BODY] + buffers.raw_cap,
+                                           side="right"))
+                stop = min(max(stop, index + 1), last + 1)
+                skip = first + done - int(self.data_pages[index, P_FIRST_ROW])
+                self._decode_run([index, stop - 1, done, skip], out, buffers)
+                done += int(self.data_pages[index:stop, P_NUM_VALUES].sum()) - skip
+                index = stop
+            return
         run: list[memoryview] = []  # the iovecs of the current run of plain pages
         run_start = run_end = -1  # file offsets of that run
+        decoded = None  # the current run of decoded pages: [first page index, last, out position, skip]
         scrap = bytearray(_HEADER_GUESS)
         out_bytes = memoryview(out).cast("B")
         while done < n:
@@ -169,6 +216,9 @@ class ColumnChunkPages:
             skip = first + done - int(page[P_FIRST_ROW])
             count = min(n - done, int(page[P_NUM_VALUES]) - skip)
             if page[P_ENCODING] == _PLAIN and not self._compressed(page):
+                if decoded is not None:
+                    self._decode_run(decoded, out, buffers)
+                    decoded = None
                 at = int(page[P_BODY] + page[P_VALUES_AT]) + skip * itemsize
                 gap = at - run_end
                 if run and (gap < 0 or gap > len(scrap) or len(run) > _MAX_IOVECS - 2):
@@ -181,41 +231,64 @@ class ColumnChunkPages:
                 run.append(out_bytes[done * itemsize:(done + count) * itemsize])
                 run_end = at + count * itemsize
             else:
-                target = out[done:done + count]
-                body = self._body(page)
-                at = int(page[P_LEVELS_BYTES]) + (self._definition_levels(page, body) if page[P_KIND] == _DATA_PAGE
-                                                   else 0)
-                values = body[at:]
-                if page[P_ENCODING] == _PLAIN:
-                    if values.nbytes < (skip + count) * itemsize:
-                        raise Unsupported("a truncated page")
-                    target[:] = values[skip * itemsize:(skip + count) * itemsize].view(self.dtype)
-                elif not cpu_columns.dictionary_decode(values, int(page[P_NUM_VALUES]), skip,
-                                                       self._dictionary_values(), target):
-                    raise Unsupported("dictionary indices out of range or truncated")
+                if run:
+                    _preadv_all(self.fd, run, run_start)
+                    run = []
+                if decoded is not None and int(page[P_BODY] + page[P_COMPRESSED_SIZE]) \
+                        - int(self.data_pages[decoded[0], P_BODY]) > buffers.raw_cap:
+                    self._decode_run(decoded, out, buffers)
+                    decoded = None
+                if decoded is None:
+                    decoded = [index, index, done, skip]
+                decoded[1] = index
             done += count
             index += 1
         if run:
             _preadv_all(self.fd, run, run_start)
+        if decoded is not None:
+            self._decode_run(decoded, out, buffers)
+
+    def _decode_run(self, decoded: list[int], out: np.ndarray, buffers: DecodeBuffers) -> None:
+        """Pages ``decoded[0]..decoded[1]`` (from value ``decoded[3]`` of the first) into ``out[decoded[2]:]``."""
+        from linreg.kernels import cpu_columns
+
+        first_page, last_page, at, skip = decoded
+        pages = self.data_pages[first_page:last_page + 1]
+        lo = int(pages[0, P_BODY])
+        hi = int(pages[-1, P_BODY] + pages[-1, P_COMPRESSED_SIZE])
+        # The dictionary first: its page passes through buffers.raw too.
+        dictionary = self._dictionary_values(buffers) if (pages[:, P_ENCODING] != _PLAIN).any() \
+            else self._no_dictionary
+        raw = buffers.raw(hi - lo)
+        _pread_into(self.fd, raw, lo)
+        compressed = self.codec != "UNCOMPRESSED"
+        scratch = buffers.scratch(int(pages[:, P_UNCOMPRESSED_SIZE].max()) if compressed else 0)
+        n = min(out.shape[0] - at, int(pages[:, P_NUM_VALUES].sum()) - skip)
+        target = out[at:at + n]
+        status = cpu_columns.decode_pages(raw, lo, pages, skip, compressed, self.optional, dictionary, scratch,
+                                          target, target.view(np.uint8))
+        if status:
+            raise Unsupported(f"pages not decoded here ({_DECODE_PROBLEMS.get(status, status)})")
 
     def _compressed(self, page: np.ndarray) -> bool:
         return self.codec != "UNCOMPRESSED" and bool(page[P_IS_COMPRESSED])
 
     def _body(self, page: np.ndarray) -> np.ndarray:
         """The page's body, decompressed (v2: its level bytes stay as stored), as uint8."""
+        from linreg.kernels import cpu_columns
+
         raw = np.empty(int(page[P_COMPRESSED_SIZE]), np.uint8)
         _pread_into(self.fd, raw, int(page[P_BODY]))
         if not self._compressed(page):
             return raw
-        import pyarrow as pa
-
-        levels = int(page[P_LEVELS_BYTES])
-        try:
-            values = np.frombuffer(pa.Codec("snappy").decompress(
-                raw[levels:], decompressed_size=int(page[P_UNCOMPRESSED_SIZE]) - levels), np.uint8)
-        except (OSError, ValueError, pa.ArrowException) as error:
-            raise Unsupported(f"snappy: {error}") from None
-        return np.concatenate([raw[:levels], values]) if levels else values
+        levels, size = int(page[P_LEVELS_BYTES]), int(page[P_UNCOMPRESSED_SIZE])
+        if not 0 <= levels <= min(size, raw.shape[0]):
+            raise Unsupported("a page whose level bytes exceed its size")
+        body = np.empty(size, np.uint8)
+        body[:levels] = raw[:levels]
+        if cpu_columns.snappy_decompress(raw[levels:], body[levels:]) < 0:
+            raise Unsupported("a malformed snappy block")
+        return body
 
     def _definition_levels(self, page: np.ndarray, body: np.ndarray) -> int:
         """Bytes of a v1 page's definition levels (0 for a required column); raises ``Unsupported`` unless they say
@@ -243,16 +316,29 @@ class ColumnChunkPages:
         """Drop the dictionary (read again if this row group is read again)."""
         self._dictionary = None
 
-    def _dictionary_values(self) -> np.ndarray:
+    def _dictionary_values(self, buffers: DecodeBuffers) -> np.ndarray:
+        """The column chunk's dictionary: its page's PLAIN values, read (snappy: decompressed) straight into it."""
+        from linreg.kernels import cpu_columns
+
         if self._dictionary is None:
             if self.dictionary_pages.shape[0] != 1:
                 raise Unsupported("dictionary-encoded pages without one dictionary page")
             page = self.dictionary_pages[0]
-            body = self._body(page)
-            n_bytes = int(page[P_NUM_VALUES]) * self.dtype.itemsize
-            if body.nbytes < n_bytes:
-                raise Unsupported("a truncated dictionary page")
-            self._dictionary = body[:n_bytes].view(self.dtype).copy()
+            dictionary = np.empty(int(page[P_NUM_VALUES]), self.dtype)
+            size, compressed_size = int(page[P_UNCOMPRESSED_SIZE]), int(page[P_COMPRESSED_SIZE])
+            if size != dictionary.nbytes:
+                raise Unsupported(f"a dictionary page of {size} bytes for {dictionary.shape[0]} values")
+            values = dictionary.view(np.uint8)
+            if not self._compressed(page):
+                if compressed_size != size:
+                    raise Unsupported("an uncompressed dictionary page whose two sizes differ")
+                _pread_into(self.fd, values, int(page[P_BODY]))
+            else:
+                raw = buffers.raw(compressed_size)
+                _pread_into(self.fd, raw, int(page[P_BODY]))
+                if cpu_columns.snappy_decompress(raw, values) < 0:
+                    raise Unsupported("a malformed snappy block (dictionary page)")
+            self._dictionary = dictionary
         return self._dictionary
 
 

@@ -1,8 +1,11 @@
 """Issue 15's accuracy contract and determinism for every row kernel of ``kernels.cpu._loss_grad``.
 
 The kernels (``kernels.cpu.kernel_variant``): the specialised kernel (one output, <= 8 features), the
-tiled kernel (``_tiled_rows``: C-contiguous data of any other shape; float32 gradient partials over
-short blocks of rows, flushed to float64) and the blocked kernel (any layout). The contract (DESIGN.md
+lanes kernel (``_lanes_rows``: C-contiguous data with LANES_MIN_OUTPUTS or more outputs, the outputs in
+8-lane float64 vectors, float64 throughout), the tiled kernel (``_tiled_rows``: C-contiguous data of any
+other shape; float32 gradient partials over short blocks of rows, flushed to float64) and the blocked
+kernel (any layout). Tests force a kernel on shapes it is not picked for where it is correct for them
+(the lanes kernel takes any number of outputs). The contract (DESIGN.md
 section 1): float32 data within 1e-6 (norm-wise relative) of a float64 reference at 10,000,000 rows and
 within 1e-5 near the optimum of seed 000's data; float64 within 1e-12; bit-identical for any thread count.
 """
@@ -21,14 +24,14 @@ from linreg.kernels import cpu
 from linreg.testing import assert_close
 
 DTYPES = [np.float32, np.float64]
-FIXED, TILED, BLOCKED = "fixed", "tiled", "blocked"
+FIXED, LANES, TILED, BLOCKED = "fixed", "lanes", "tiled", "blocked"
 
 
 def variant_of(kind, X, Y):
     """The variant value of ``kind`` for (X, Y): what kernel_variant picks, or forced (for kernels' tests)."""
     if kind == FIXED:
         return (0.0,) * X.shape[1]
-    return {TILED: cpu.TILED, BLOCKED: ()}[kind]
+    return {LANES: cpu.LANES, TILED: cpu.TILED, BLOCKED: ()}[kind]
 
 
 def loss_grad(X, Y, W, b, variant, chunk_rows=None, parallel=None):
@@ -60,6 +63,12 @@ def test_kernel_variant_picks_the_tiled_kernel_for_contiguous_wide_or_multi_outp
     assert cpu.kernel_variant(X, Y) == cpu.TILED
     X, Y, _, _ = random_problem(10, 3, 2, np.float64)
     assert cpu.kernel_variant(X, Y) == cpu.TILED
+    X, Y, _, _ = random_problem(10, 64, cpu.LANES_MIN_OUTPUTS - 1, np.float32)
+    assert cpu.kernel_variant(X, Y) == cpu.TILED
+    for n_outputs in (cpu.LANES_MIN_OUTPUTS, 8, 16, 17):
+        X, Y, _, _ = random_problem(10, 64, n_outputs, np.float32)
+        assert cpu.kernel_variant(X, Y) == cpu.LANES
+        assert cpu.kernel_variant(np.asfortranarray(X), Y) == ()
     X, Y, _, _ = random_problem(10, 5, 1, np.float32)
     assert cpu.kernel_variant(X, Y) == (0.0,) * 5
     assert cpu.kernel_variant(np.asfortranarray(X), Y) == ()
@@ -73,7 +82,7 @@ SHAPES = [(1, 1), (1, 2), (17, 1), (17, 3), (33, 8), (7, 16), (130, 2)]
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n_features, n_outputs", SHAPES)
-@pytest.mark.parametrize("kind", [TILED, BLOCKED])
+@pytest.mark.parametrize("kind", [LANES, TILED, BLOCKED])
 def test_every_kernel_at_tile_block_and_chunk_boundaries(kind, n_features, n_outputs, dtype):
     rtol = 1e-6 if dtype == np.float32 else 1e-12
     for n_samples in ROWS:
@@ -82,6 +91,36 @@ def test_every_kernel_at_tile_block_and_chunk_boundaries(kind, n_features, n_out
         for chunk_rows, parallel in ((None, False), (7, False), (33, True)):  # chunks cut tiles and blocks
             result = loss_grad(X, Y, W, b, variant, chunk_rows, parallel)
             check_against_reference(result, X, Y, W, b, rtol, f"{kind} {X.shape}->{n_outputs} chunks {chunk_rows}")
+
+
+# The lanes kernel: rows around its 8-row tiles (the one-row remainder path) and chunks, features odd and
+# around 64, outputs 1..17 (idle lanes in every group but the 8th and 16th; 17: a third group of one).
+LANE_ROWS = [1, 7, 8, 9, 15, 17, 63, 1023, 1025]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_features", [1, 3, 63, 65, 257])
+def test_the_lanes_kernel_at_tile_and_chunk_boundaries_for_1_to_17_outputs(n_features, dtype):
+    """All float64 arithmetic: float64 within 1e-12, float32 within 1e-7, the rounding of the loss and
+    gradients to float32 (dW and db are X's dtype; the contract asks 1e-6)."""
+    rtol = 1e-7 if dtype == np.float32 else 1e-12
+    for n_outputs in range(1, 18):
+        for n_samples in LANE_ROWS:
+            X, Y, W, b = random_problem(n_samples, n_features, n_outputs, dtype, seed=n_samples + n_outputs)
+            for chunk_rows, parallel in ((None, False), (13, True)):  # 13: chunks cut the 8-row tiles
+                check_against_reference(loss_grad(X, Y, W, b, cpu.LANES, chunk_rows, parallel), X, Y, W, b, rtol,
+                                        f"lanes {X.shape}->{n_outputs} chunks {chunk_rows}")
+
+
+@pytest.mark.parametrize("bad", ["nan in X", "inf in X", "nan in Y", "inf in W"])
+def test_the_lanes_kernel_keeps_non_finite_values(bad):
+    """No nnan/ninf arithmetic: a NaN or Inf anywhere makes the loss non-finite, so divergence is seen."""
+    X, Y, W, b = random_problem(100, 9, 8, np.float32, seed=2)
+    array, index = {"nan in X": (X, (57, 4)), "inf in X": (X, (3, 8)), "nan in Y": (Y, (99, 7)),
+                    "inf in W": (W, (5, 0))}[bad]
+    array[index] = np.nan if "nan" in bad else np.inf
+    value, _, _ = loss_grad(X, Y, W, b, cpu.LANES)
+    assert not np.isfinite(value)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -120,20 +159,23 @@ def test_float32_within_1e5_near_seed_000s_optimum(kind, distance):
         check_against_reference(result, X, Y, W, b, 1e-5, f"{kind}, distance {distance}")
 
 
-@pytest.mark.parametrize("n_features, n_outputs", [(32, 1), (64, 8), (128, 3)])
+@pytest.mark.parametrize("kind, n_features, n_outputs", [(TILED, 32, 1), (TILED, 64, 8), (TILED, 128, 3),
+                                                         (LANES, 64, 8), (LANES, 32, 16), (LANES, 128, 5),
+                                                         (LANES, 65, 17)])
 @pytest.mark.parametrize("distance", [1e-3, 1e-6])
-def test_float32_tiled_near_the_optimum_of_wide_seed_like_data(n_features, n_outputs, distance):
+def test_float32_wide_kernels_near_the_optimum_of_wide_seed_like_data(kind, n_features, n_outputs, distance):
     """The same on wide data of seed 000's kind (features 10..99, exact targets): the tiled kernel's float32
-    gradient partials keep it within 1e-5 (measured ~5e-8: the rounding of dW to float32)."""
+    gradient partials keep it within 1e-5 (measured ~5e-8: the rounding of dW to float32), the lanes
+    kernel's float64 arithmetic too."""
     X, Y, coef, rng = seed_like(20_000, n_features, n_outputs)
     W = (coef * (1 + distance * rng.standard_normal(coef.shape))).astype(np.float32)
     b = np.full(n_outputs, datasets.SEED_BIAS, np.float32)
-    assert cpu.kernel_variant(X, Y) == cpu.TILED
-    check_against_reference(loss_grad(X, Y, W, b, cpu.TILED), X, Y, W, b, 1e-5, f"{n_features}->{n_outputs}")
+    check_against_reference(loss_grad(X, Y, W, b, variant_of(kind, X, Y)), X, Y, W, b, 1e-5,
+                            f"{kind} {n_features}->{n_outputs}")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("kind", [TILED, BLOCKED])
+@pytest.mark.parametrize("kind", [LANES, TILED, BLOCKED])
 def test_ill_conditioned_data(kind, dtype):
     """Columns around 1000 with spreads from 1e-2 to 10 and two nearly collinear columns: condition number
     ~1e10 for X^T X. The float64 residuals keep the cancellation; float32 within 1e-6, float64 within 1e-12."""
@@ -209,11 +251,31 @@ def test_float32_tiled_within_1e6_at_ten_million_rows():
     assert_close(db, ref_db, np.float32, "reference", "db")
 
 
+@pytest.mark.slow
+def test_float32_lanes_within_1e6_at_ten_million_rows():
+    """The same for the lanes kernel: 10,000,000x2 -> 5 outputs (240 MB of float32), through ``cpu.loss_grad``
+    (5 outputs: kernel_variant picks the lanes kernel)."""
+    n_samples = 10_000_000
+    rng = np.random.default_rng(0)
+    X = rng.uniform(10, 100, (n_samples, 2)).astype(np.float32)
+    W = np.array([[2.0, -1.0], [0.5, 1.5], [1.0, 1.0], [-3.0, 0.25], [0.0, 1.0]], np.float32)
+    b = np.array([3.0, -2.0, 0.5, 1.0, -1.0], np.float32)
+    Y = (X @ W.T + b + rng.standard_normal((n_samples, 5), dtype=np.float32)).astype(np.float32)
+    assert cpu.kernel_variant(X, Y) == cpu.LANES
+    dW, db = np.empty_like(W), np.empty_like(b)
+    value = cpu.loss_grad(X, Y, W, b, dW, db)
+    ref_loss, ref_dW, ref_db = _chunked_reference(X, Y, W, b)
+    assert abs(value - ref_loss) / ref_loss <= 1e-6
+    assert_close(dW, ref_dW, np.float32, "reference", "dW")
+    assert_close(db, ref_db, np.float32, "reference", "db")
+
+
 # -- determinism -----------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kind, shape", [(FIXED, (5, 1)), (TILED, (33, 1)), (TILED, (64, 8)), (TILED, (7, 3)),
+                                         (LANES, (64, 8)), (LANES, (3, 16)), (LANES, (65, 17)),
                                          (BLOCKED, (33, 3))])
 def test_bit_identical_for_one_and_two_threads(kind, shape, dtype):
     """Every kernel on the parallel path with numba's pool at 1 and 2 threads, and the serial path: equal bits."""
@@ -244,20 +306,33 @@ import linreg
 from linreg.kernels import cpu
 rng = np.random.default_rng(0)
 X = rng.standard_normal((3000, 32)).astype(np.float32)
-y = X @ rng.standard_normal(32).astype(np.float32)
+y = X @ rng.standard_normal({coef_shape}).astype(np.float32)
 linreg.LinearRegressor(epochs=3, lr=0.01, optimizer="{optimizer}", momentum={momentum}).fit(X, y)
 print({{name: len(f.signatures) for name, f in vars(cpu).items() if isinstance(f, CPUDispatcher)}})
 """
 
 
+def compiled_row_kernels(optimizer, momentum, coef_shape, cache_dir):
+    """The number of compiled signatures of each kernels.cpu dispatcher after one full-batch fit in a fresh
+    process with an empty cache (a compile shows every kernel the fit reaches)."""
+    code = FIT_VARIANTS.format(optimizer=optimizer, momentum=momentum, coef_shape=coef_shape)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "NUMBA_CACHE_DIR": str(cache_dir)})
+    assert result.returncode == 0, result.stderr
+    return eval(result.stdout.strip().splitlines()[-1])
+
+
 @pytest.mark.parametrize("optimizer, momentum", [("sgd", 0.9), ("adam", 0.0)])
 def test_the_training_engine_runs_the_tiled_kernel(optimizer, momentum, tmp_path):
-    """A full-batch momentum or Adam fit on 32 features streams with the tiled kernel, not the blocked one
-    (a fresh process with an empty cache: a compile shows every kernel the fit reaches)."""
-    code = FIT_VARIANTS.format(optimizer=optimizer, momentum=momentum)
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)})
-    assert result.returncode == 0, result.stderr
-    counts = eval(result.stdout.strip().splitlines()[-1])
+    """A full-batch momentum or Adam fit on 32 features streams with the tiled kernel, not the blocked one."""
+    counts = compiled_row_kernels(optimizer, momentum, 32, tmp_path)
     assert counts["_tiled_rows"] == 1
-    assert counts["_blocked_rows"] == 0 and counts["_fixed_rows"] == 0
+    assert counts["_blocked_rows"] == 0 and counts["_fixed_rows"] == 0 and counts["_lanes_rows"] == 0
+
+
+@pytest.mark.parametrize("optimizer, momentum", [("sgd", 0.9), ("adam", 0.0)])
+def test_the_training_engine_runs_the_lanes_kernel_for_eight_outputs(optimizer, momentum, tmp_path):
+    """Issue 15 item 2: a full-batch momentum or Adam fit with 8 outputs runs the lanes kernel, and only it."""
+    counts = compiled_row_kernels(optimizer, momentum, (32, 8), tmp_path)
+    assert counts["_lanes_rows"] == 1
+    assert counts["_tiled_rows"] == 0 and counts["_blocked_rows"] == 0 and counts["_fixed_rows"] == 0

@@ -525,6 +525,8 @@ def write_kind(path, columns, kind):
         "snappy-plain": {"use_dictionary": False},
         "v2-pages": {"data_page_version": "2.0"},
         "v2-uncompressed": {"data_page_version": "2.0", "compression": "none", "use_dictionary": False},
+        "uncompressed-dictionary": {"compression": "none", "data_page_size": 2000, "dictionary_pagesize_limit": 3000},
+        "v2-small-pages": {"data_page_version": "2.0", "data_page_size": 2000, "dictionary_pagesize_limit": 3000},
         "small-pages": {"data_page_size": 2000, "dictionary_pagesize_limit": 3000, "row_group_size": 1500},
         "zstd": {"compression": "zstd"},  # a codec the page reader refuses: pyarrow reads it
     }[kind]
@@ -534,7 +536,8 @@ def write_kind(path, columns, kind):
     pq.write_table(table, path, row_group_size=options.pop("row_group_size", 2000), **options)
 
 
-PAGE_KINDS = ["defaults", "plain", "snappy-plain", "v2-pages", "v2-uncompressed", "small-pages", "required"]
+PAGE_KINDS = ["defaults", "plain", "snappy-plain", "v2-pages", "v2-uncompressed", "small-pages", "required",
+              "uncompressed-dictionary", "v2-small-pages"]
 
 
 def kind_columns(n, dtype, repeats):
@@ -694,11 +697,11 @@ def test_an_error_in_the_reader_thread_surfaces_in_the_caller_and_leaves_no_thre
     original = parquet_pages.ColumnChunkPages.read
     failed = []
 
-    def read(self, first, out):
+    def read(self, first, out, buffers):
         if threading.current_thread() is not threading.main_thread():
             failed.append(first)
             raise OSError("injected: the disk went away")
-        return original(self, first, out)
+        return original(self, first, out, buffers)
 
     monkeypatch.setattr(parquet_pages.ColumnChunkPages, "read", read)
     with pytest.raises(OSError, match="injected"):  # mini-batches: always read ahead

@@ -1,0 +1,172 @@
+"""Explicit 8-lane float64 vectors for Numba kernels (issue 15: the outputs in the vector lanes).
+
+Numba has no vector type, and LLVM chooses on its own which loop it vectorises: for a
+multi-output forward pass ``R[i, :] = X[i, :] @ W.T`` it vectorised the feature loop (one
+horizontal sum per row and output, or gathers), never the output loop (benchmarks/README.md
+items 31 and 46). This module gives compiled code a value type ``f64x8`` whose LLVM type is
+``<8 x double>`` and the few operations a GEMM-style micro-kernel needs, so a kernel can hold
+one row's 8 outputs in one register and update it with one fused multiply-add per element of X:
+
+    _zeros()                 the zero vector
+    _load(a, i)              a[i:i + 8]           (a: 1-D C-contiguous float64 array; no bounds check)
+    _store(a, i, v)          a[i:i + 8] = v
+    _splat(x)                (x, x, ..., x)       x a float64 scalar (LLVM folds a load into vbroadcastsd)
+    _fma(a, b, c)            a * b + c, lane-wise, one rounding (llvm.fma)
+    _add(a, b)               a + b, lane-wise
+    _sub(a, b)               a - b, lane-wise
+    _load_upto(a, i, n)      (a[i], ..., a[i + n - 1], 0, ...) as float64 (a: float32 or float64; lanes from
+                             n on are neither read nor faulted: llvm.masked.load)
+
+Everything is inlined at the call site (intrinsics), so the vectors stay in registers. The lanes
+are IEEE float64 operations with no fast-math flags: NaN and Inf propagate, and the order of
+each lane's sum is the order of the calls (deterministic). Callers keep the indices in bounds.
+
+Numba's cache keys on the *calling* kernel's source file: after changing this module, change or
+touch ``kernels/cpu.py`` too (or use a fresh ``NUMBA_CACHE_DIR``), or cached kernels keep the old code.
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic, models, register_model
+
+LANES = 8
+_VECTOR = ir.VectorType(ir.DoubleType(), LANES)
+
+
+class Float64x8(types.Type):
+    """Numba type of 8 float64 lanes (LLVM ``<8 x double>``)."""
+
+    def __init__(self) -> None:
+        super().__init__(name="f64x8")
+
+
+f64x8 = Float64x8()
+
+
+@register_model(Float64x8)
+class _Float64x8Model(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, _VECTOR)
+
+
+def _is_float64_array(array) -> bool:
+    return isinstance(array, types.Array) and array.dtype == types.float64 and array.ndim == 1
+
+
+def _address(context, builder, array_type, array, index):
+    data = context.make_array(array_type)(context, builder, array).data
+    return builder.bitcast(builder.gep(data, [index]), _VECTOR.as_pointer())
+
+
+@intrinsic
+def _zeros(typingctx):
+    def codegen(context, builder, signature, args):
+        return ir.Constant(_VECTOR, [0.0] * LANES)
+
+    return f64x8(), codegen
+
+
+@intrinsic
+def _load(typingctx, array, index):
+    if not _is_float64_array(array) or not isinstance(index, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.load(_address(context, builder, signature.args[0], args[0], args[1]), align=8)
+
+    return f64x8(array, index), codegen
+
+
+@intrinsic
+def _store(typingctx, array, index, value):
+    if not _is_float64_array(array) or not isinstance(index, types.Integer) or value != f64x8:
+        return None
+
+    def codegen(context, builder, signature, args):
+        builder.store(args[2], _address(context, builder, signature.args[0], args[0], args[1]), align=8)
+        return context.get_dummy_value()
+
+    return types.void(array, index, value), codegen
+
+
+@intrinsic
+def _splat(typingctx, scalar):
+    if scalar != types.float64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        one = builder.insert_element(ir.Constant(_VECTOR, ir.Undefined), args[0], ir.Constant(ir.IntType(32), 0))
+        return builder.shuffle_vector(one, one, ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
+
+    return f64x8(scalar), codegen
+
+
+@intrinsic
+def _fma(typingctx, a, b, c):
+    if not (a == b == c == f64x8):
+        return None
+
+    def codegen(context, builder, signature, args):
+        # llvmlite's declare_intrinsic does not name vector overloads: declare llvm.fma.v8f64 by hand.
+        fnty = ir.FunctionType(_VECTOR, [_VECTOR] * 3)
+        fma = cgutils.get_or_insert_function(builder.module, fnty, "llvm.fma.v8f64")
+        return builder.call(fma, args)
+
+    return f64x8(a, b, c), codegen
+
+
+@intrinsic
+def _add(typingctx, a, b):
+    if not (a == b == f64x8):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.fadd(args[0], args[1])
+
+    return f64x8(a, b), codegen
+
+
+__all__ = ["LANES", "Float64x8", "f64x8"]
+
+
+@intrinsic
+def _sub(typingctx, a, b):
+    if not (a == b == f64x8):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.fsub(args[0], args[1])
+
+    return f64x8(a, b), codegen
+
+
+@intrinsic
+def _load_upto(typingctx, array, index, count):
+    if not (isinstance(array, types.Array) and array.ndim == 1 and array.dtype in (types.float32, types.float64)
+            and isinstance(index, types.Integer) and isinstance(count, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        element = context.get_value_type(signature.args[0].dtype)
+        vector = ir.VectorType(element, LANES)
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        address = builder.bitcast(builder.gep(data, [args[1]]), vector.as_pointer())
+        lane = ir.Constant(ir.VectorType(ir.IntType(64), LANES), list(range(LANES)))
+        count_value = context.cast(builder, args[2], signature.args[2], types.int64)
+        counts = builder.shuffle_vector(
+            builder.insert_element(ir.Constant(ir.VectorType(ir.IntType(64), LANES), ir.Undefined), count_value,
+                                   ir.Constant(ir.IntType(32), 0)),
+            ir.Constant(ir.VectorType(ir.IntType(64), LANES), ir.Undefined),
+            ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
+        mask = builder.icmp_signed("<", lane, counts)
+        suffix = "v8f32" if element == ir.FloatType() else "v8f64"
+        fnty = ir.FunctionType(vector, [vector.as_pointer(), ir.IntType(32), mask.type, vector])
+        masked_load = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.masked.load.{suffix}.p0")
+        loaded = builder.call(masked_load, [address, ir.Constant(ir.IntType(32), 4), mask,
+                                            ir.Constant(vector, [0.0] * LANES)])
+        return loaded if element == ir.DoubleType() else builder.fpext(loaded, _VECTOR)
+
+    return f64x8(array, index, count), codegen
