@@ -16,6 +16,10 @@ from linreg.kernels import codes, cpu, cpu_gather, cpu_sparse, cpu_train
 from linreg.options import Spec
 from linreg.runs import GDRun
 
+#: Called before an in-memory engine run's step, while set: ``linreg.compilation.prepare_fit`` sets it during a
+#: warm-up fit whose loop a helper process is compiling into the cache (``linreg._compile_helper``).
+before_first_advance = None
+
 _OPTIMIZER_CODES = {"sgd": codes.SGD, "adam": codes.ADAM, "adamw": codes.ADAMW}
 _PENALTY_CODES = {None: codes.NO_PENALTY, "l2": codes.L2, "l1": codes.L1, "elasticnet": codes.ELASTICNET}
 
@@ -270,6 +274,8 @@ class EngineRun(_CompiledRun):
         if not n_epochs:
             return 0
         cpu.launch_threads()
+        if before_first_advance is not None:
+            before_first_advance()
         done = cpu_train._train_epochs(
             self.X, self.Y, self.rows, self.weights, self.val_rows if self.validates else None, self.state.arrays,
             self.config, self.lr_by_epoch, self.first_epoch, n_epochs, self.loss_history, self.val_history,

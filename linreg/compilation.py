@@ -168,7 +168,7 @@ def prepare_fit(estimator, X: Any, y: Any, sample_weight: Any = None, *,
     they are not checked again (a pass over all of X). Called from inside a warm-up
     fit, it does nothing.
     """
-    from linreg import outofcore
+    from linreg import _compile_helper, _engine, outofcore
     from linreg.estimator import DivergenceError, LinearRegressor
 
     params = estimator.get_params()
@@ -208,11 +208,21 @@ def prepare_fit(estimator, X: Any, y: Any, sample_weight: Any = None, *,
     result = Preparation(what, cache=cache_location())
     warmup = LinearRegressor(**params)
     rows = _warmup_rows(warmup, n_samples, n_features, n_outputs)
+    # The engine's loop compiled by a second process while this one compiles the statistics kernels.
+    helper = _compile_helper.EngineHelper.for_fit(params, X2, Y2, weights, rows)
+
+    def compiling() -> None:  # the first kernel starts compiling (not on cache loads)
+        if helper is not None:
+            helper.start()
+        if on_compile is not None:
+            on_compile(what)
+
     start = time.perf_counter()
     token = _warming_up.set(True)
+    if helper is not None:
+        _engine.before_first_advance = helper.wait
     try:
-        with _compile_watch(None if on_compile is None else lambda: on_compile(what)) as watch, \
-                warnings.catch_warnings():
+        with _compile_watch(compiling) as watch, warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the warm-up's one epoch is not the user's fit
             try:
                 warmup.fit(X2[:rows], Y2[:rows], None if weights is None else np.ones(rows))
@@ -223,6 +233,9 @@ def prepare_fit(estimator, X: Any, y: Any, sample_weight: Any = None, *,
                                 "the model was not fitted") from None
     finally:
         _warming_up.reset(token)
+        if helper is not None:
+            _engine.before_first_advance = None
+            helper.stop()
     _prepared.add(key)
     result.seconds = time.perf_counter() - start
     result.compiled = watch.compiled

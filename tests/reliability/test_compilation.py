@@ -140,6 +140,56 @@ def test_empty_cache_compiles_then_a_new_process_loads_from_cache(tmp_path, para
     assert int(compiled) == 0 and seen == "[]", "the second process compiled again instead of loading the cache"
 
 
+HELPED = """
+import linreg
+from linreg.kernels import cpu_train
+X, y = linreg.datasets.seed_linear(random_state=0)
+model = linreg.LinearRegressor(standardize=True, lr="auto", epochs=20).fit(X, y)
+stats = cpu_train._train_epochs.stats
+print(sum(stats.cache_hits.values()), sum(stats.cache_misses.values()), model.coef_.tolist(), model.intercept_)
+"""
+
+
+def test_a_helper_process_compiles_the_engine_loop_while_the_fit_compiles_its_statistics(tmp_path):
+    """Empty cache, the defaults' fit: its engine loop comes from the cache, compiled there by the helper process
+    (``linreg._compile_helper``) while this process compiled the moments and the Gram pass; with the helper off
+    (``LINREG_COMPILE_HELPER=0``) the fit compiles the loop itself. Both fits agree bit for bit."""
+    from linreg import _compile_helper
+
+    helped = run_python(HELPED, NUMBA_CACHE_DIR=str(tmp_path / "helped")).stdout.split(maxsplit=2)
+    alone = run_python(HELPED, NUMBA_CACHE_DIR=str(tmp_path / "alone"),
+                       LINREG_COMPILE_HELPER="0").stdout.split(maxsplit=2)
+    assert alone[:2] == ["0", "1"]
+    # One CPU for this process: no helper (it could only slow the fit down).
+    expected = ["1", "0"] if _compile_helper.enabled() else ["0", "1"]
+    assert helped[:2] == expected, "the loop was compiled in the fit's process, not loaded from the helper's"
+    assert helped[2] == alone[2]
+
+
+def test_the_helper_is_only_for_fits_it_can_speed_up():
+    """A helper process only where the fit compiles a statistics pass before an engine loop the helper's synthetic
+    run reaches: not for plain GD (no engine), sample weights, early stopping, solver="normal", a numeric lr
+    without standardize, or data that is not a C-contiguous array."""
+    from linreg import _compile_helper
+
+    X, Y = np.zeros((64, 5), np.float32), np.zeros((64, 1), np.float32)
+
+    def helper(weights=None, X=X, **params):
+        return _compile_helper.EngineHelper.for_fit(LinearRegressor(**params).get_params(), X, Y, weights, 64)
+
+    defaults = helper()
+    if not _compile_helper.enabled():
+        assert defaults is None
+        return
+    assert defaults is not None and defaults.command[-5:] == ["<f4", "<f4", "5", "1", "64"]
+    assert helper(lr=0.01, standardize=True, momentum=0.9) is not None
+    for params in (dict(lr=1e-5, standardize=False), dict(lr=0.01, momentum=0.9), dict(early_stopping=True, tol=1e-3),
+                   dict(solver="normal")):
+        assert helper(**params) is None, params
+    assert helper(weights=np.ones(64)) is None
+    assert helper(X=np.asfortranarray(X)) is None
+
+
 def test_linreg_compile_fills_the_cache_for_later_processes(tmp_path):
     env = {"NUMBA_CACHE_DIR": str(tmp_path)}
     done = run_python("import sys; from linreg.cli import main; "
