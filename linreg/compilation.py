@@ -168,7 +168,7 @@ def prepare_fit(estimator, X: Any, y: Any, sample_weight: Any = None, *,
     they are not checked again (a pass over all of X). Called from inside a warm-up
     fit, it does nothing.
     """
-    from linreg import _compile_helper, _engine, outofcore
+    from linreg import outofcore
     from linreg.estimator import DivergenceError, LinearRegressor
 
     params = estimator.get_params()
@@ -209,6 +209,8 @@ def prepare_fit(estimator, X: Any, y: Any, sample_weight: Any = None, *,
     warmup = LinearRegressor(**params)
     rows = _warmup_rows(warmup, n_samples, n_features, n_outputs)
     # The engine's loop compiled by a second process while this one compiles the statistics kernels.
+    from linreg import _compile_helper, _engine  # past the AOT return above: these import numba
+
     helper = _compile_helper.EngineHelper.for_fit(params, X2, Y2, weights, rows)
 
     def compiling() -> None:  # the first kernel starts compiling (not on cache loads)
