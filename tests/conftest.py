@@ -10,8 +10,11 @@ as ``harness``.
 """
 
 import os
+import signal
 import sys
 from pathlib import Path
+
+import pytest
 
 TESTS = Path(__file__).resolve().parent
 for folder in (TESTS, TESTS.parent / "benchmarks"):
@@ -25,3 +28,13 @@ os.environ.setdefault("LINREG_AOT_BACKGROUND", "0")
 collect_ignore = []
 if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1" and os.environ.get("LINREG_TEST_GPU") != "1":
     collect_ignore.append("cuda")
+
+
+@pytest.fixture
+def python_ctrl_c():
+    """Python's own Ctrl-C handler (``signal.default_int_handler``), as in an interactive session, for the tests
+    that send a real SIGINT. A background job of a non-interactive shell (``cmd &``) starts with SIGINT ignored;
+    Python then installs no handler and a fit, rightly, leaves the ignored signal alone."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
