@@ -14,8 +14,6 @@ import signal
 import sys
 from pathlib import Path
 
-import pytest
-
 TESTS = Path(__file__).resolve().parent
 for folder in (TESTS, TESTS.parent / "benchmarks"):
     if str(folder) not in sys.path:
@@ -25,16 +23,15 @@ for folder in (TESTS, TESTS.parent / "benchmarks"):
 # build would compete with timed tests for the cores. tests/aot builds what it tests explicitly.
 os.environ.setdefault("LINREG_AOT_BACKGROUND", "0")
 
+# The Ctrl-C tests send real SIGINTs, to this process and to the processes they start, and expect Python's own
+# handler (``signal.default_int_handler``), as in an interactive session. A background job of a non-interactive
+# shell (``cmd &``) starts with SIGINT ignored: Python then installs no handler, its children inherit the
+# ignore, and a fit rightly leaves an ignored signal alone. Give the suite the interactive disposition; the
+# processes it starts then get the default one (a handler, unlike an ignore, is reset at exec).
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 collect_ignore = []
 if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1" and os.environ.get("LINREG_TEST_GPU") != "1":
     collect_ignore.append("cuda")
 
-
-@pytest.fixture
-def python_ctrl_c():
-    """Python's own Ctrl-C handler (``signal.default_int_handler``), as in an interactive session, for the tests
-    that send a real SIGINT. A background job of a non-interactive shell (``cmd &``) starts with SIGINT ignored;
-    Python then installs no handler and a fit, rightly, leaves the ignored signal alone."""
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, previous)

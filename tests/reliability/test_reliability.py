@@ -49,7 +49,7 @@ def interrupt_soon(delay):
 
 
 @pytest.mark.parametrize("params", [dict(lr=1e-5), dict(lr=0.01, optimizer="adam", batch_size=512)])
-def test_ctrl_c_leaves_the_last_completed_epoch(params, monkeypatch, python_ctrl_c):
+def test_ctrl_c_leaves_the_last_completed_epoch(params, monkeypatch):
     from linreg import driver
 
     X, y = linreg.datasets.seed_linear(n_samples=50_000, random_state=0)

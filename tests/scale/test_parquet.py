@@ -726,7 +726,7 @@ def test_an_error_in_the_reader_thread_surfaces_in_the_caller_and_leaves_no_thre
     assert not reader_threads()
 
 
-def test_ctrl_c_during_a_read_stops_the_fit_cleanly(data, monkeypatch, python_ctrl_c):
+def test_ctrl_c_during_a_read_stops_the_fit_cleanly(data, monkeypatch):
     """Ctrl-C while the thread fills the next chunk: a first one (SIGINT) ends the fit after its block of epochs with
     the engine's KeyboardInterrupt, the model keeping them; one raised inside the read (a second Ctrl-C lands
     anywhere) propagates. Either way the thread is waited for and gone, and the files are closed."""
