@@ -233,35 +233,21 @@ def _chunked_reference(X, Y, W, b, rows=1_000_000):
 
 
 @pytest.mark.slow
-def test_float32_tiled_within_1e6_at_ten_million_rows():
-    """10,000,000 rows (2 features, 2 outputs: 160 MB of float32) with a large mean, the hard case for float32
-    sums: the tiled kernel's loss and gradients within 1e-6 of float64."""
+@pytest.mark.parametrize("variant, W, b", [
+    # 2 outputs, 160 MB of float32 (X streams from memory, prefetched): the tiled kernel
+    (cpu.TILED, [[2.0, -1.0], [0.5, 1.5]], [3.0, -2.0]),
+    # 5 outputs, 240 MB: kernel_variant picks the lanes kernel
+    (cpu.LANES, [[2.0, -1.0], [0.5, 1.5], [1.0, 1.0], [-3.0, 0.25], [0.0, 1.0]], [3.0, -2.0, 0.5, 1.0, -1.0]),
+], ids=["tiled", "lanes"])
+def test_float32_multi_output_within_1e6_at_ten_million_rows(variant, W, b):
+    """10,000,000 rows (2 features) with a large mean, the hard case for float32 sums: each multi-output
+    kernel's loss and gradients, through ``cpu.loss_grad``, within 1e-6 of float64."""
     n_samples = 10_000_000
     rng = np.random.default_rng(0)
     X = rng.uniform(10, 100, (n_samples, 2)).astype(np.float32)
-    W = np.array([[2.0, -1.0], [0.5, 1.5]], np.float32)
-    b = np.array([3.0, -2.0], np.float32)
-    Y = (X @ W.T + b + rng.standard_normal((n_samples, 2), dtype=np.float32)).astype(np.float32)
-    assert cpu.kernel_variant(X, Y) == cpu.TILED  # 80 MB: X streams from memory, prefetched
-    dW, db = np.empty_like(W), np.empty_like(b)
-    value = cpu.loss_grad(X, Y, W, b, dW, db)
-    ref_loss, ref_dW, ref_db = _chunked_reference(X, Y, W, b)
-    assert abs(value - ref_loss) / ref_loss <= 1e-6
-    assert_close(dW, ref_dW, np.float32, "reference", "dW")
-    assert_close(db, ref_db, np.float32, "reference", "db")
-
-
-@pytest.mark.slow
-def test_float32_lanes_within_1e6_at_ten_million_rows():
-    """The same for the lanes kernel: 10,000,000x2 -> 5 outputs (240 MB of float32), through ``cpu.loss_grad``
-    (5 outputs: kernel_variant picks the lanes kernel)."""
-    n_samples = 10_000_000
-    rng = np.random.default_rng(0)
-    X = rng.uniform(10, 100, (n_samples, 2)).astype(np.float32)
-    W = np.array([[2.0, -1.0], [0.5, 1.5], [1.0, 1.0], [-3.0, 0.25], [0.0, 1.0]], np.float32)
-    b = np.array([3.0, -2.0, 0.5, 1.0, -1.0], np.float32)
-    Y = (X @ W.T + b + rng.standard_normal((n_samples, 5), dtype=np.float32)).astype(np.float32)
-    assert cpu.kernel_variant(X, Y) == cpu.LANES
+    W, b = np.array(W, np.float32), np.array(b, np.float32)
+    Y = (X @ W.T + b + rng.standard_normal((n_samples, W.shape[0]), dtype=np.float32)).astype(np.float32)
+    assert cpu.kernel_variant(X, Y) == variant
     dW, db = np.empty_like(W), np.empty_like(b)
     value = cpu.loss_grad(X, Y, W, b, dW, db)
     ref_loss, ref_dW, ref_db = _chunked_reference(X, Y, W, b)
