@@ -140,10 +140,11 @@ class RowSource:
 class NpyFileRows(RowSource):
     """A C-ordered ``.npy`` file read with plain reads at row offsets: the file is never mapped."""
 
-    def __init__(self, path: Path, name: str, offset: int, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    def __init__(self, path: Path | str, name: str, offset: int, shape: tuple[int, ...], dtype: np.dtype,
+                 file: io.RawIOBase | None = None) -> None:
         self.path, self.name, self.offset, self.shape, self.dtype = path, name, offset, shape, dtype
         self.row_bytes = dtype.itemsize * math.prod(shape[1:])
-        self._file = io.FileIO(path, "r")
+        self._file = io.FileIO(path, "r") if file is None else file  # ``file``: already open (``linreg.spill``)
         self._raw = np.empty(0, np.uint8)  # conversion buffer, grown once to the chunk size
 
     def read(self, start: int, stop: int, out: np.ndarray) -> None:
@@ -873,6 +874,9 @@ def _train(estimator, spec: Spec, data: Dataset, team: Collective, shards, chunk
                         for (lo_r, hi_r), b_r in zip(shards, local_batches, strict=True)]
     else:
         chunk_rows = chunk_rows_for(data, chunk_bytes)
+    from linreg import spill
+
+    spill.spill_dataset(data, lo, hi, planned_passes(spec))  # Parquet: later passes read what the first decoded
     reader = ShardReader(data, lo, hi, chunk_rows)
     report = Report(n, n_features, n_outputs, str(data.dtype), team.world_size, shards, chunk_rows, reader.n_chunks)
     if estimator.backend == "cuda":  # the same source with the chunks streamed to the GPU and summed there
@@ -901,6 +905,13 @@ def _train(estimator, spec: Spec, data: Dataset, team: Collective, shards, chunk
     estimator.load_fitted_state(outcome.state)
     outcome.raise_error()
     return report
+
+
+def planned_passes(spec: Spec) -> int:
+    """Passes over the rows ``driver.fit`` makes for ``spec`` (at most: ``tol`` may stop earlier): a statistics
+    pass (standardize, lr="auto", solver "normal" or "gram"), then one per epoch of solver "gd"."""
+    statistics = spec.standardize or spec.lr == "auto" or spec.solver in ("normal", "gram")
+    return int(bool(statistics)) + (spec.epochs if spec.solver == "gd" else 0)
 
 
 def _batch_count(n_rows: int, chunk_rows: int, batch: int) -> int:

@@ -86,6 +86,9 @@ PREFETCH = True
 #: Threads that decode a chunk's pages when the caller waits for it (columns split between them; 1 if one core).
 DECODE_THREADS = 2 if (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1) > 1 \
     else 1
+#: Spill the decoded rows to a temporary file on a fit's first pass and read later passes from it (``linreg.spill``):
+#: True (in ``tempfile.gettempdir()``) or False; ``Parquet(..., spill=...)`` chooses per dataset. Tests patch it.
+SPILL = True
 #: Page-list entries (80 bytes each) kept for the row groups of a file before only the current one's are kept.
 MAX_KEPT_PAGES = 1 << 14
 
@@ -95,11 +98,14 @@ class Parquet:
     """Parquet data with an explicit choice of feature columns: ``fit(Parquet("data/", features=["a", "b"]), y="t")``.
 
     ``source``: a ``.parquet`` file, a directory of them, or a ``pyarrow.dataset.Dataset``;
-    ``features``: the feature columns in order (default: every column but the target and weight).
+    ``features``: the feature columns in order (default: every column but the target and weight);
+    ``spill``: where a fit that passes over the rows more than once keeps them decoded after its first pass
+    (``linreg.spill``): True, the default temporary folder; a folder; False, decode every pass.
     """
 
     source: Any
     features: Sequence[str] | None = None
+    spill: bool | str | os.PathLike = True
 
 
 def _is_arrow_dataset(value: Any) -> bool:
@@ -211,6 +217,8 @@ def _schema_difference(schema: Any, reference: Any) -> str:
 
 class ParquetColumns(outofcore.RowSource):
     """Some columns of a Parquet dataset as rows: decoded record batch by record batch, copied into the buffers."""
+
+    spill: str | None | bool = False  # linreg.spill: a folder, None (the default one) or False (decode every pass)
 
     def __init__(self, files: ParquetFiles, columns: list[str], name: str, one_d: bool) -> None:
         self.files, self.columns, self.name = files, columns, name
@@ -500,9 +508,9 @@ def _column_names(value: Any, name: str) -> list[str]:
 def open_dataset(X: Any, y: Any, sample_weight: Any = None) -> outofcore.Dataset:
     """The ``outofcore.Dataset`` of Parquet data ``X`` (see ``is_parquet``) with target column(s) ``y`` and the
     optional weight column ``sample_weight``; checks the columns and dtypes, reads only the files' footers."""
-    features = None
+    features, spill = None, True
     if isinstance(X, Parquet):
-        X, features = X.source, X.features
+        X, features, spill = X.source, X.features, X.spill
     if y is None:
         raise ValueError("LinearRegressor requires y: with Parquet data, y names the target column (y='target')")
     targets = _column_names(y, "y")
@@ -533,6 +541,9 @@ def open_dataset(X: Any, y: Any, sample_weight: Any = None) -> outofcore.Dataset
     X_rows = ParquetColumns(files, features, "X", one_d=False)
     Y_rows = ParquetColumns(files, targets, "y", one_d=isinstance(y, str))
     weights = ParquetColumns(files, weight, "sample_weight", one_d=True) if weight else None
+    for source in (X_rows, Y_rows, weights):
+        if source is not None:  # linreg.spill's choice: a folder, None (the default one) or False (never)
+            source.spill = (None if spill is True else os.fspath(spill)) if SPILL and spill is not False else False
     if files.n_rows == 0:
         raise ValueError(f"{files.description} is empty: 0 rows (X would have shape (0, {len(features)})) while a "
                          "minimum of 1 is required")
