@@ -72,30 +72,39 @@ def write_files(folder: Path, n_samples: int, n_features: int) -> dict[str, Path
     return paths
 
 
-def providers(paths: dict[str, Path], mode: str, variants: bool = False) -> dict:
-    """npy and both Parquet files; with ``variants`` also each file read by pyarrow's record batches
+def providers(paths: dict[str, Path], mode: str, variants: bool = False, reports: dict | None = None) -> dict:
+    """npy and both Parquet files, each Parquet file with the spill (``linreg.spill``: a fit of several passes
+    decodes the first and reads the others from a spill file; the default) and without it ("decoded each pass",
+    ``parquet.SPILL`` off); with ``variants`` also each file read by pyarrow's record batches
     (``parquet.PAGE_READER`` off), by the page reader without the background thread (``parquet.PREFETCH`` off),
-    and with one decoding thread (``parquet.DECODE_THREADS`` 1: a fill the caller waits for is not split)."""
+    and with one decoding thread (``parquet.DECODE_THREADS`` 1: a fill the caller waits for is not split), all
+    three without the spill. ``reports``: each provider's ``outofcore.Report`` of its last fit, by name."""
     options = MODES[mode]
 
-    def fit(path: str, page_reader: bool = True, prefetch: bool = True, decode_threads: int | None = None):
+    def fit(name: str, path: str, page_reader: bool = True, prefetch: bool = True, decode_threads: int | None = None,
+            spill: bool = True):
         def run():
-            saved = parquet.PAGE_READER, parquet.PREFETCH, parquet.DECODE_THREADS
-            parquet.PAGE_READER, parquet.PREFETCH = page_reader, prefetch
+            saved = parquet.PAGE_READER, parquet.PREFETCH, parquet.DECODE_THREADS, parquet.SPILL
+            parquet.PAGE_READER, parquet.PREFETCH, parquet.SPILL = page_reader, prefetch, spill
             parquet.DECODE_THREADS = decode_threads or saved[2]
             try:
-                return outofcore.fit(LinearRegressor(**options), paths[path], "target")
+                y = "target" if path != "X" else paths["y"]
+                report = outofcore.train(LinearRegressor(**options), paths[path], y)
+                if reports is not None:
+                    reports[name] = report
             finally:
-                parquet.PAGE_READER, parquet.PREFETCH, parquet.DECODE_THREADS = saved
+                parquet.PAGE_READER, parquet.PREFETCH, parquet.DECODE_THREADS, parquet.SPILL = saved
         return run
 
-    found = {"npy": lambda: outofcore.fit(LinearRegressor(**options), paths["X"], paths["y"]),
-             "parquet": fit("parquet"), "parquet-plain": fit("parquet-plain")}
+    found = {"npy": fit("npy", "X")}
+    for name in ("parquet", "parquet-plain"):
+        found[name] = fit(name, name)
+        found[f"{name} decoded each pass"] = fit(f"{name} decoded each pass", name, spill=False)
     if variants:
         for name in ("parquet", "parquet-plain"):
-            found[f"{name} pyarrow"] = fit(name, page_reader=False)
-            found[f"{name} serial"] = fit(name, prefetch=False)
-            found[f"{name} 1 decoder"] = fit(name, decode_threads=1)
+            found[f"{name} pyarrow"] = fit(f"{name} pyarrow", name, page_reader=False, spill=False)
+            found[f"{name} serial"] = fit(f"{name} serial", name, prefetch=False, spill=False)
+            found[f"{name} 1 decoder"] = fit(f"{name} 1 decoder", name, decode_threads=1, spill=False)
     return found
 
 
@@ -252,7 +261,8 @@ def files(request, tmp_path_factory):
     return write_files(tmp_path_factory.mktemp("w8"), *shape(quick_mode(request.config)))
 
 
-@pytest.mark.parametrize("source", ["npy", "parquet", "parquet-plain"])
+@pytest.mark.parametrize("source", ["npy", "parquet", "parquet-plain", "parquet decoded each pass",
+                                    "parquet-plain decoded each pass"])
 @pytest.mark.parametrize("mode", list(MODES))
 def test_w8_parquet_epochs(benchmark, files, mode, source):
     n_samples, n_features = np.load(files["X"], mmap_mode="r").shape
@@ -288,27 +298,42 @@ def main(argv: list[str] | None = None) -> int:
             print(f"load average {os.getloadavg()[0]:.1f}")
             return 0
         for mode in MODES:
-            # CPU time (all threads of the process) too: on a loaded machine it moves less than wall time.
+            # CPU time (all threads of the process) too: on a loaded machine it moves less than wall time; and
+            # each fit's epochs (outofcore.Report): the first pass (which writes the spill) and the later ones.
             cpu: dict[str, list[float]] = {}
+            first: dict[str, list[float]] = {}
+            later: dict[str, list[float]] = {}
+            reports: dict = {}
 
-            def with_cpu_time(name, fit, cpu=cpu):
+            def with_cpu_time(name, fit, cpu=cpu, first=first, later=later, reports=reports):
                 def run():
                     started = time.process_time()
                     fit()
                     cpu.setdefault(name, []).append(time.process_time() - started)
+                    seconds = reports[name].epoch_seconds
+                    first.setdefault(name, []).append(seconds[0])
+                    if len(seconds) > 1:
+                        later.setdefault(name, []).append(float(np.mean(seconds[1:])))
                 return run
 
-            fits = {name: with_cpu_time(name, fit) for name, fit in providers(paths, mode, args.variants).items()}
+            fits = {name: with_cpu_time(name, fit)
+                    for name, fit in providers(paths, mode, args.variants, reports).items()}
             timed = harness.time_interleaved(fits, budget_s=2.0 if args.quick else 8.0, min_rounds=3, pause_s=0.2)
             best = {name: result["min"] for name, result in timed.items()}
             best_cpu = {name: min(times) for name, times in cpu.items()}
             rows = n_samples * EPOCHS[mode]
-            cells = [f"{name:22s} {best[name] * 1e3:7.1f} ms ({rows / best[name] / 1e6:5.1f} M rows/s"
+            cells = [f"{name:32s} {best[name] * 1e3:7.1f} ms ({rows / best[name] / 1e6:5.1f} M rows/s"
                      + ("" if name == "npy" else f", {best[name] / best['npy']:.2f}x npy") + f"), CPU "
                      f"{best_cpu[name] * 1e3:7.1f} ms" + ("" if name == "npy" else
                                                           f" ({best_cpu[name] / best_cpu['npy']:.2f}x npy)")
                      for name in best]
             print(f"{mode:8s} " + "\n         ".join(cells))
+            if later:  # several epochs: the first (decode, and the spill's write) and the steady state apart
+                print(f"{mode:8s} epochs, best of the rounds: first epoch / later epochs' mean, ms (x npy's)")
+                for name in best:
+                    one, rest = min(first[name]), min(later[name])
+                    print(f"         {name:32s} {one * 1e3:7.1f} ms ({one / min(first['npy']):.2f}x) / "
+                          f"{rest * 1e3:7.1f} ms ({rest / min(later['npy']):.2f}x)")
         print(f"load average {os.getloadavg()[0]:.1f}")
     return 0
 

@@ -114,7 +114,7 @@ class SpilledRows(outofcore.RowSource):
         """Close (and so free) the spill file; reads go to the source from now on."""
         if self.file is not None:
             self.file.close()
-        self.file, self.written = None, set()
+        self.file = None  # (``written`` stays, for the record: reads check the file first)
 
     def close(self) -> None:
         try:
