@@ -44,6 +44,8 @@ import numpy as np
 
 from linreg import outofcore
 
+#: Write each chunk to the spill from a background thread while the kernels run on it (else before they do).
+WRITE_BEHIND = True
 #: Free bytes the spill leaves on its folder's filesystem besides itself; with less, every pass decodes.
 DISK_RESERVE = 1 << 30
 
@@ -53,11 +55,20 @@ class SpillWarning(UserWarning):
 
 
 class _Group:
-    """The spills of one fit's sources: abandoned together (one warning) if any write fails."""
+    """The spills of one fit's sources: abandoned together (one warning) if any write fails; their writes."""
 
     def __init__(self) -> None:
         self.members: list[SpilledRows] = []
         self.abandoned = False
+        self._executor = None
+
+    def writer(self):
+        """The thread that writes the chunks behind the caller (``WRITE_BEHIND``), in order."""
+        if self._executor is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="linreg-spill")
+        return self._executor
 
     def abandon(self, why: str) -> None:
         if self.abandoned:
@@ -67,6 +78,12 @@ class _Group:
             member.drop_file()
         warnings.warn(f"the spill file was abandoned ({why}): the remaining passes decode the data again",
                       SpillWarning, stacklevel=2)
+
+    def release(self, member: SpilledRows) -> None:
+        """``member`` is closed; the last one ends the writer thread."""
+        if all(m.file is None for m in self.members) and self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
 
 
 class SpilledRows(outofcore.RowSource):
@@ -83,11 +100,13 @@ class SpilledRows(outofcore.RowSource):
                                             (hi,) + inner.shape[1:], np.dtype(dtype), file=file)
         self.written: set[tuple[int, int]] = set()  # the row ranges in the file (the reader's fixed chunks)
         self.inner_reads = 0  # reads that went to the source (tests count them)
+        self._pending = None  # the write behind: ((start, stop), future)
 
     def scratch_bytes_per_row(self, dtype: np.dtype) -> int:
         return self.inner.scratch_bytes_per_row(dtype)  # the spill reads into the chunk buffer: nothing added
 
     def read(self, start: int, stop: int, out: np.ndarray) -> None:
+        self._finish_write()  # before ``out`` (the chunk buffer the write reads) is filled again
         if self.file is not None and (start, stop) in self.written and out.dtype == self.reader.dtype:
             self.reader.read(start, stop, out)
             return
@@ -95,32 +114,60 @@ class SpilledRows(outofcore.RowSource):
         self.inner.read(start, stop, out)
         if self.file is None or out.dtype != self.reader.dtype or not out.flags.c_contiguous:
             return
+        if WRITE_BEHIND:  # while the kernels run on the chunk; the next read waits for it
+            self._pending = ((start, stop), self.group.writer().submit(self._write, start, out))
+            return
         try:
-            # The chunk buffer as the trainer holds it: later reads give these bytes back, so the same bits.
-            view = memoryview(out).cast("B")
-            offset, done = (start - self.lo) * self.row_bytes, 0
-            while done < view.nbytes:
-                done += os.pwrite(self.file.fileno(), view[done:], offset + done)
+            self._write(start, out)
+        except OSError as error:
+            self.group.abandon(f"writing rows {start}..{stop - 1} of {self.name} failed: {error}")
+            return
+        self.written.add((start, stop))
+
+    def _write(self, start: int, out: np.ndarray) -> None:
+        # The chunk buffer as the trainer holds it: later reads give these bytes back, so the same bits.
+        view = memoryview(out).cast("B")
+        offset, done = (start - self.lo) * self.row_bytes, 0
+        while done < view.nbytes:
+            done += os.pwrite(self.file.fileno(), view[done:], offset + done)
+
+    def _finish_write(self) -> None:
+        """Wait for the write behind, if any; a failed one abandons the spill (every source's)."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        (start, stop), future = pending
+        try:
+            future.result()
         except OSError as error:
             self.group.abandon(f"writing rows {start}..{stop - 1} of {self.name} failed: {error}")
             return
         self.written.add((start, stop))
 
     def prefetch(self, start: int, stop: int) -> None:
-        if self.file is None or (start, stop) not in self.written:
+        in_file = (start, stop) in self.written or (self._pending is not None and self._pending[0] == (start, stop))
+        if self.file is None or not in_file:
             self.inner.prefetch(start, stop)
 
     def drop_file(self) -> None:
-        """Close (and so free) the spill file; reads go to the source from now on."""
+        """Close (and so free) the spill file, once a write in flight is done; reads go to the source after."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            try:
+                pending[1].result()
+            except OSError:
+                pass  # the file goes anyway (its rows were not marked written)
         if self.file is not None:
             self.file.close()
         self.file = None  # (``written`` stays, for the record: reads check the file first)
 
     def close(self) -> None:
         try:
+            self._finish_write()
             self.inner.close()
         finally:
             self.drop_file()
+            self.group.release(self)
 
 
 def _spill_folder(source: outofcore.RowSource) -> str | None | bool:

@@ -114,10 +114,18 @@ SEVERAL_PASSES = [
 ]
 
 
+def writer_threads():
+    import threading
+
+    return [t for t in threading.enumerate() if t.name.startswith("linreg-spill")]
+
+
+@pytest.mark.parametrize("write_behind", [True, False], ids=["write-behind", "write-before"])
 @pytest.mark.parametrize(("options", "passes"), SEVERAL_PASSES)
 def test_the_spill_gives_the_bits_of_decoding_every_pass_and_decodes_once(table_file, tmp_path, monkeypatch,
-                                                                          options, passes):
+                                                                          options, passes, write_behind):
     assert planned_passes(options) == passes
+    monkeypatch.setattr(spill, "WRITE_BEHIND", write_behind)
     recorder = Recorder(monkeypatch, tmp_path)
     decoded = fit(table_file, options, spill_to=False)
     assert not recorder.spilled  # spill=False: every pass decodes
@@ -131,6 +139,7 @@ def test_the_spill_gives_the_bits_of_decoding_every_pass_and_decodes_once(table_
     assert all(len(s.written) == n_chunks for s in recorder.spilled)
     assert len(recorder.open_files) == 3 * n_chunks * passes and min(recorder.open_files) == 3
     assert spill_files(tmp_path) == [] and os.listdir(tmp_path) == []  # freed at the end, nothing left
+    assert not writer_threads()
 
 
 def test_float32_data_spills_float32_rows_and_a_one_output_target(table_file, tmp_path, monkeypatch):
@@ -195,7 +204,7 @@ def test_a_failed_write_abandons_the_spill_with_one_warning(table_file, tmp_path
                               ["t0", "t1"], "w", chunk_bytes=BUDGET)
     assert len([w for w in caught if w.category is spill.SpillWarning]) == 1
     same_bits(model, reference)
-    assert all(s.file is None for s in recorder.spilled) and spill_files(tmp_path) == []
+    assert all(s.file is None for s in recorder.spilled) and spill_files(tmp_path) == [] and not writer_threads()
     # Chunk 2's X failed: its rows and every later read were decoded again.
     assert [s.inner_reads for s in recorder.spilled] == [4 * n_chunks_of(table_file, options)] * 3
 
@@ -215,7 +224,7 @@ def test_the_file_is_freed_when_a_fit_fails_or_is_interrupted(table_file, tmp_pa
         fit(table_file, {"epochs": 5, "lr": 0.01}, spill_to=tmp_path)
     assert recorder.spilled and max(recorder.open_files) == 3
     assert spill_files(tmp_path) == [] and os.listdir(tmp_path) == []
-    assert all(s.file is None for s in recorder.spilled)
+    assert all(s.file is None for s in recorder.spilled) and not writer_threads()
 
 
 def test_a_rank_spills_its_share_of_the_rows(table_file, tmp_path):
