@@ -52,6 +52,11 @@ copied into the row-major chunk by ``kernels.cpu_columns`` (NumPy for small
 pieces). A filtered ``pyarrow.dataset.Dataset`` is refused: its filter would
 not apply to row groups read directly.
 
+Decoding once. A fit that passes over the rows more than once (``outofcore.planned_passes``: full-batch
+GD, several mini-batch epochs, a statistics pass before them) reads the pages on its first pass only: each
+decoded chunk is written to a private temporary file and the later passes read it back with the ``.npy``
+path's reader (``linreg.spill``; ``SPILL`` and ``Parquet(..., spill=...)`` turn it off or choose the folder).
+
 Nulls are an error naming the column and the global row (checked on every
 read: a null count is free); NaN and infinity are named by the trainer, as for
 ``.npy`` files. A directory whose files do not all have the same schema is an
