@@ -26,6 +26,10 @@ chunk whose ~262,000 distinct values encode the group's first ~262,000 rows
 writer's fallback once the dictionary is full: random floats do not repeat);
 snappy gains nothing on random floats (287 MiB against 251 MiB uncompressed, the
 dictionary pages included). ``plain.parquet``: uncompressed PLAIN pages.
+Each file is timed with the spill (``linreg.spill``: a fit of several passes, here GD's 3 epochs,
+decodes the first and reads the others from a spill file; the default) and "decoded each pass"
+(``parquet.SPILL`` off); the main script also prints GD's first epoch and its later epochs apart
+(``outofcore.Report.epoch_seconds``): the spill's write is in the first, its reads in the others.
 Both are read by ``linreg.parquet_pages`` (its fast path); ``--variants`` also
 times pyarrow's record-batch reader, the reader without the background thread, and
 with one decoding thread instead of two.
