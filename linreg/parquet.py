@@ -500,6 +500,19 @@ def _columns_to_rows(arrays: list[np.ndarray], targets: list[int], out: np.ndarr
     cpu_columns.columns_to_rows(columns, np.asarray(targets, np.int64), out)
 
 
+def _spill_folder(spill: Any) -> str | None | bool:
+    """``Parquet(spill=...)`` checked: None (the default temporary folder), a folder that exists, or False."""
+    if spill is True or spill is False:
+        return None if spill else False
+    if not isinstance(spill, str | os.PathLike):
+        raise TypeError(f"Parquet(spill=...) must be True, False or a folder (str or os.PathLike), got "
+                        f"{type(spill).__name__} {spill!r}")
+    if not os.path.isdir(spill):
+        raise ValueError(f"Parquet(spill=...): no such folder {os.fspath(spill)!r} for the spill file; give an "
+                         "existing folder, True (the temporary folder) or False (decode every pass)")
+    return os.fspath(spill)
+
+
 def _column_names(value: Any, name: str) -> list[str]:
     """``y`` / ``sample_weight`` as a list of column names."""
     if isinstance(value, str):
@@ -546,9 +559,10 @@ def open_dataset(X: Any, y: Any, sample_weight: Any = None) -> outofcore.Dataset
     X_rows = ParquetColumns(files, features, "X", one_d=False)
     Y_rows = ParquetColumns(files, targets, "y", one_d=isinstance(y, str))
     weights = ParquetColumns(files, weight, "sample_weight", one_d=True) if weight else None
+    folder = _spill_folder(spill)
     for source in (X_rows, Y_rows, weights):
         if source is not None:  # linreg.spill's choice: a folder, None (the default one) or False (never)
-            source.spill = (None if spill is True else os.fspath(spill)) if SPILL and spill is not False else False
+            source.spill = folder if SPILL else False
     if files.n_rows == 0:
         raise ValueError(f"{files.description} is empty: 0 rows (X would have shape (0, {len(features)})) while a "
                          "minimum of 1 is required")

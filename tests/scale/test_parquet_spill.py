@@ -248,3 +248,11 @@ def test_a_rank_spills_its_share_of_the_rows(table_file, tmp_path):
     finally:
         data.close()
     assert spill_files(tmp_path) == []
+
+
+def test_a_bad_spill_folder_is_named(table_file, tmp_path):
+    for spill_to, error, message in (
+            (tmp_path / "nope", ValueError, "no such folder .*nope.* for the spill file"),
+            (3, TypeError, r"must be True, False or a folder \(str or os.PathLike\), got int")):
+        with pytest.raises(error, match=message):
+            outofcore.fit(LinearRegressor(epochs=2, lr=0.01), Parquet(table_file, FEATURES, spill=spill_to), "t0")
