@@ -64,16 +64,23 @@ from numba.extending import intrinsic, overload, register_jitable
 from . import layout
 from .simd import LANES as _LANES
 from .simd import _add as _vadd
+from .simd import _add16 as _vadd16
 from .simd import _fma as _vfma
+from .simd import _fma16 as _vfma16
 from .simd import _lane as _vlane
 from .simd import _load as _vload
+from .simd import _load16 as _vload16
 from .simd import _load_upto as _vload_upto
 from .simd import _load_wide as _vload_wide
 from .simd import _mul as _vmul
+from .simd import _mul16 as _vmul16
 from .simd import _splat as _vsplat
+from .simd import _splat16 as _vsplat16
 from .simd import _store as _vstore
 from .simd import _sub as _vsub
 from .simd import _transpose_sum as _vtranspose_sum
+from .simd import _widen_high as _vwiden_high
+from .simd import _widen_low as _vwiden_low
 from .simd import _zeros as _vzeros
 
 __all__ = [
@@ -637,6 +644,57 @@ def _tiled_rows_with(X, Y, W, b, start, stop, scratch, dW_part, db_part, prefetc
     return total
 
 
+def _sixteens(x, n_features):
+    """The features ``_backward16`` covers: n_features // 16 * 16 for float32 ``x``, 0 for float64
+    (compiled code only; decided on the dtype at compile time)."""
+    raise NotImplementedError("compiled code only")
+
+
+@overload(_sixteens)
+def _sixteens_overload(x, n_features):
+    if x.dtype == types.float32:
+        return lambda x, n_features: n_features // 16 * 16
+    return lambda x, n_features: 0
+
+
+def _backward16(x, base, n_features, stop, g, s0, s1, s2, s3, s4, s5, s6, s7):
+    """The wide kernel's backward over features [0, stop) of a group of 8 float32 rows at ``x[base:]``:
+    ``g[f:f + 16] += sum_t s_t * x[t, f:f + 16]`` with the residuals s_t rounded to float32, float32 products
+    and a float32 sum over the 8 rows (16 lanes), added into float64 ``g`` (compiled code only; nothing
+    for float64 x, whose ``_sixteens`` is 0)."""
+    raise NotImplementedError("compiled code only")
+
+
+@overload(_backward16)
+def _backward16_overload(x, base, n_features, stop, g, s0, s1, s2, s3, s4, s5, s6, s7):
+    if x.dtype != types.float32:
+        return lambda x, base, n_features, stop, g, s0, s1, s2, s3, s4, s5, s6, s7: None
+
+    def backward16(x, base, n_features, stop, g, s0, s1, s2, s3, s4, s5, s6, s7):
+        t0 = _vsplat16(s0)
+        t1 = _vsplat16(s1)
+        t2 = _vsplat16(s2)
+        t3 = _vsplat16(s3)
+        t4 = _vsplat16(s4)
+        t5 = _vsplat16(s5)
+        t6 = _vsplat16(s6)
+        t7 = _vsplat16(s7)
+        for f in range(0, stop, 16):
+            even = _vmul16(_vload16(x, base + f), t0)
+            odd = _vmul16(_vload16(x, base + n_features + f), t1)
+            even = _vfma16(_vload16(x, base + 2 * n_features + f), t2, even)
+            odd = _vfma16(_vload16(x, base + 3 * n_features + f), t3, odd)
+            even = _vfma16(_vload16(x, base + 4 * n_features + f), t4, even)
+            odd = _vfma16(_vload16(x, base + 5 * n_features + f), t5, odd)
+            even = _vfma16(_vload16(x, base + 6 * n_features + f), t6, even)
+            odd = _vfma16(_vload16(x, base + 7 * n_features + f), t7, odd)
+            part = _vadd16(even, odd)
+            _vstore(g, f, _vadd(_vload(g, f), _vwiden_low(part)))
+            _vstore(g, f + 8, _vadd(_vload(g, f + 8), _vwiden_high(part)))
+    return backward16
+
+
+
 @njit(cache=True, fastmath=_FASTMATH)
 def _wide_rows(X, Y, W, b, start, stop, dW_part, db_part):
     """_loss_grad_rows for C-contiguous X and Y with one output (picked above _MAX_FIXED_FEATURES features):
@@ -649,12 +707,12 @@ def _wide_rows(X, Y, W, b, start, stop, dW_part, db_part):
     features, 1 thread, in L2: 0.124 against 0.096 ns per element), hence the copy without.
     """
     if X.size * X.itemsize > _TILED_PREFETCH_MIN_BYTES:
-        return _wide_rows_with(X, Y, W, b, start, stop, dW_part, db_part, _PREFETCH_AHEAD_BYTES, True)
-    return _wide_rows_with(X, Y, W, b, start, stop, dW_part, db_part, 0, False)
+        return _wide_rows_with(X, Y, W, b, start, stop, dW_part, db_part, _PREFETCH_AHEAD_BYTES, True, False)
+    return _wide_rows_with(X, Y, W, b, start, stop, dW_part, db_part, 0, False, False)
 
 
 @njit(inline="always", fastmath=_FASTMATH)
-def _wide_rows_with(X, Y, W, b, start, stop, dW_part, db_part, ahead_bytes, spread):
+def _wide_rows_with(X, Y, W, b, start, stop, dW_part, db_part, ahead_bytes, spread, float32_backward):
     """One output, one pass: 8 rows at a time, forward and backward over the same rows back to back.
 
     Per group of 8 rows (``kernels.simd`` 8-lane float64 vectors, float32 elements widened as loaded):
@@ -692,6 +750,7 @@ def _wide_rows_with(X, Y, W, b, start, stop, dW_part, db_part, ahead_bytes, spre
     line = 64 // x.itemsize
     ahead = ahead_bytes // x.itemsize
     reach = x.shape[0] if ahead_bytes > 0 else 0
+    sixteens = _sixteens(x, n_features) if float32_backward else 0  # features of the float32 backward
     i = start
     while i + lanes <= stop:
         base = i * n_features
@@ -738,15 +797,25 @@ def _wide_rows_with(X, Y, W, b, start, stop, dW_part, db_part, ahead_bytes, spre
         r = _vsub(_vadd(_vtranspose_sum(a0, a1, a2, a3, a4, a5, a6, a7), bias8), _vload_wide(y, i))
         squares = _vfma(r, r, squares)
         sums = _vadd(sums, r)
-        r0 = _vsplat(_vlane(r, 0))
-        r1 = _vsplat(_vlane(r, 1))
-        r2 = _vsplat(_vlane(r, 2))
-        r3 = _vsplat(_vlane(r, 3))
-        r4 = _vsplat(_vlane(r, 4))
-        r5 = _vsplat(_vlane(r, 5))
-        r6 = _vsplat(_vlane(r, 6))
-        r7 = _vsplat(_vlane(r, 7))
-        for f in range(0, full, lanes):
+        s0 = _vlane(r, 0)
+        s1 = _vlane(r, 1)
+        s2 = _vlane(r, 2)
+        s3 = _vlane(r, 3)
+        s4 = _vlane(r, 4)
+        s5 = _vlane(r, 5)
+        s6 = _vlane(r, 6)
+        s7 = _vlane(r, 7)
+        if float32_backward:
+            _backward16(x, base, n_features, sixteens, g, s0, s1, s2, s3, s4, s5, s6, s7)
+        r0 = _vsplat(s0)
+        r1 = _vsplat(s1)
+        r2 = _vsplat(s2)
+        r3 = _vsplat(s3)
+        r4 = _vsplat(s4)
+        r5 = _vsplat(s5)
+        r6 = _vsplat(s6)
+        r7 = _vsplat(s7)
+        for f in range(sixteens, full, lanes):
             even = _vfma(_vload_wide(x, base + f), r0, _vload(g, f))
             odd = _vmul(_vload_wide(x, base + n_features + f), r1)
             even = _vfma(_vload_wide(x, base + 2 * n_features + f), r2, even)

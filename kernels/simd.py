@@ -247,3 +247,109 @@ def _transpose_sum(typingctx, v0, v1, v2, v3, v4, v5, v6, v7):
                             [1, 5, 3, 7, 9, 13, 11, 15])
 
     return f64x8(v0, v1, v2, v3, v4, v5, v6, v7), codegen
+
+
+# 16-lane float32 vectors (LLVM <16 x float>), for float32 products and short float32 partial sums:
+#
+#    _load16(a, i)            a[i:i + 16]          (a: 1-D float32)
+#    _splat16(x)              (x, ..., x)          x a float64 scalar, rounded to float32
+#    _fma16(a, b, c), _mul16(a, b), _add16(a, b)   lane-wise, as the float64 ones
+#    _widen_low(v), _widen_high(v)                 lanes 0-7 / 8-15 of v as an f64x8 (exact)
+
+_VECTOR16 = ir.VectorType(ir.FloatType(), 2 * LANES)
+
+
+class Float32x16(types.Type):
+    """Numba type of 16 float32 lanes (LLVM ``<16 x float>``)."""
+
+    def __init__(self) -> None:
+        super().__init__(name="f32x16")
+
+
+f32x16 = Float32x16()
+
+
+@register_model(Float32x16)
+class _Float32x16Model(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, _VECTOR16)
+
+
+@intrinsic
+def _load16(typingctx, array, index):
+    if not (isinstance(array, types.Array) and array.ndim == 1 and array.dtype == types.float32
+            and isinstance(index, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        return builder.load(builder.bitcast(builder.gep(data, [args[1]]), _VECTOR16.as_pointer()), align=4)
+
+    return f32x16(array, index), codegen
+
+
+@intrinsic
+def _splat16(typingctx, scalar):
+    if scalar != types.float64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        single = builder.fptrunc(args[0], ir.FloatType())
+        one = builder.insert_element(ir.Constant(_VECTOR16, ir.Undefined), single, ir.Constant(ir.IntType(32), 0))
+        return builder.shuffle_vector(one, one, ir.Constant(ir.VectorType(ir.IntType(32), 2 * LANES),
+                                                            [0] * (2 * LANES)))
+
+    return f32x16(scalar), codegen
+
+
+@intrinsic
+def _fma16(typingctx, a, b, c):
+    if not (a == b == c == f32x16):
+        return None
+
+    def codegen(context, builder, signature, args):
+        fnty = ir.FunctionType(_VECTOR16, [_VECTOR16] * 3)
+        return builder.call(cgutils.get_or_insert_function(builder.module, fnty, "llvm.fma.v16f32"), args)
+
+    return f32x16(a, b, c), codegen
+
+
+@intrinsic
+def _mul16(typingctx, a, b):
+    if not (a == b == f32x16):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.fmul(args[0], args[1])
+
+    return f32x16(a, b), codegen
+
+
+@intrinsic
+def _add16(typingctx, a, b):
+    if not (a == b == f32x16):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.fadd(args[0], args[1])
+
+    return f32x16(a, b), codegen
+
+
+def _widen(first):
+    def typer(typingctx, vector):
+        if vector != f32x16:
+            return None
+
+        def codegen(context, builder, signature, args):
+            half = builder.shuffle_vector(args[0], args[0], ir.Constant(ir.VectorType(ir.IntType(32), LANES),
+                                                                        list(range(first, first + LANES))))
+            return builder.fpext(half, _VECTOR)
+
+        return f64x8(vector), codegen
+
+    return typer
+
+
+_widen_low = intrinsic(_widen(0))
+_widen_high = intrinsic(_widen(LANES))
