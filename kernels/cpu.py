@@ -30,14 +30,15 @@ Parallel strategy and why it is deterministic and race-free:
 * Residuals, the loss and db are accumulated in float64 whatever the input
   dtype (exact products of float32 values, float64 sums: near the optimum the
   residual is a small difference of large predictions). The tiled kernel
-  (``_tiled_rows``, wide or multi-output data) forms the gradient's products
+  (``_tiled_rows``, 2 to LANES_MIN_OUTPUTS - 1 outputs) forms the gradient's products
   and partial sums over a block of _TILE_ROWS rows in X's dtype and adds each
   block's partial into float64: the accuracy contract (DESIGN.md section 1:
   float32 within 1e-6 of float64 at 10,000,000 rows, 1e-5 near seed 000's
   optimum; measured ~5e-8, the rounding of dW to float32) at twice the
   vector width. The lanes kernel (``_lanes_rows``, LANES_MIN_OUTPUTS or more outputs) holds 8
-  outputs per float64 vector (``kernels.simd``) and is float64 throughout. The other kernels
-  accumulate everything in float64.
+  outputs per float64 vector (``kernels.simd``) and is float64 throughout; so is the one-output wide
+  kernel (``_wide_rows``, one output and more than _MAX_FIXED_FEATURES features: 8 rows per float64
+  vector of residuals). The other kernels accumulate everything in float64.
 * Small problems (``n_samples * n_features * n_outputs < PARALLEL_MIN_WORK``)
   walk the same chunks in a plain loop: a parallel-region launch costs ~2 us on
   the omp/tbb threading layers but ~100 us on workqueue, more than a whole
