@@ -599,16 +599,17 @@ def _v21_wide(X, Y, W, b, start, stop, dW_part, db_part):
     return cpu._wide_rows(X, Y, W, b, start, stop, dW_part, db_part)
 
 
-def make_wide(ahead_bytes: int, spread: bool = False, float32_backward: bool = False):
+def make_wide(ahead_bytes: int, spread: bool = False, float32_backward: bool = False, into_l2: bool = False):
     """Variants 22+: kernels.cpu._wide_rows_with prefetching X ``ahead_bytes`` ahead (not cached: a closure);
     the lines of a group of 8 rows at its start, or ``spread`` over its forward loop (8 x 8 elements per step);
     ``float32_backward``: float32 data's backward in 16-lane float32 vectors (float32 products, a float32 sum
-    over the group's 8 rows, added into the float64 gradient), the feature tail in float64."""
+    over the group's 8 rows, added into the float64 gradient), the feature tail in float64; ``into_l2``: the
+    spread prefetches with locality 2 (prefetcht1, into L2) instead of 3."""
 
     @njit(fastmath=_FASTMATH)
     def kernel(X, Y, W, b, start, stop, dW_part, db_part):
         return cpu._wide_rows_with(X, Y, W, b, start, stop, dW_part, db_part, ahead_bytes, spread,
-                                    float32_backward)
+                                    float32_backward, into_l2)
 
     return kernel
 
@@ -621,7 +622,8 @@ VARIANTS = {0: _v0_reference, 1: _v1_short_partials, 2: _v2_short_partials_prefe
             20: _v20_blas, 21: _v21_wide}
 #: Variants 22+: (prefetch distance in bytes, spread) of make_wide.
 WIDE = {22: (2048,), 23: (8192,), 24: (32768,), 25: (4096,), 26: (16384,), 27: (8192, True), 28: (4096, True),
-        29: (16384, True), 30: (0, False, True), 31: (8192, True, True)}
+        29: (16384, True), 30: (0, False, True), 31: (8192, True, True), 32: (8192, True, False, True),
+        33: (16384, True, False, True)}
 #: Variants 3+: (rows, prefetch ahead bytes, float64 copy, 2-output tiles) of make_tiled.
 TILED = {3: (32, 0, False, True), 4: (32, 0, True, True), 5: (64, 0, True, True), 6: (32, 4096, False, True),
          7: (32, 16384, False, True), 8: (64, 8192, True, True), 9: (16, 0, False, True),

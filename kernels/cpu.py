@@ -267,22 +267,31 @@ def _flat_overload(a):
     return lambda a: np.empty(0, a.dtype)
 
 
-@intrinsic
-def _prefetch(typingctx, array, index):
-    """Hint the CPU to fetch the cache line of ``array.flat[index]`` (llvm.prefetch: never faults)."""
-    if not isinstance(array, types.Array) or not isinstance(index, types.Integer):
-        return None
+def _prefetch_into(locality):
+    """The typer of a prefetch intrinsic with LLVM's ``locality`` (3: keep in L1, 2: L2, ...)."""
 
-    def codegen(context, builder, signature, args):
-        data = context.make_array(signature.args[0])(context, builder, args[0]).data
-        address = builder.bitcast(builder.gep(data, [args[1]]), ir.IntType(8).as_pointer())
-        i32 = ir.IntType(32)
-        fnty = ir.FunctionType(ir.VoidType(), [address.type, i32, i32, i32])
-        prefetch = builder.module.declare_intrinsic("llvm.prefetch", [address.type], fnty)
-        builder.call(prefetch, [address, i32(0), i32(3), i32(1)])  # read, keep in L1, data
-        return context.get_dummy_value()
+    def typer(typingctx, array, index):
+        if not isinstance(array, types.Array) or not isinstance(index, types.Integer):
+            return None
 
-    return types.void(array, index), codegen
+        def codegen(context, builder, signature, args):
+            data = context.make_array(signature.args[0])(context, builder, args[0]).data
+            address = builder.bitcast(builder.gep(data, [args[1]]), ir.IntType(8).as_pointer())
+            i32 = ir.IntType(32)
+            fnty = ir.FunctionType(ir.VoidType(), [address.type, i32, i32, i32])
+            prefetch = builder.module.declare_intrinsic("llvm.prefetch", [address.type], fnty)
+            builder.call(prefetch, [address, i32(0), i32(locality), i32(1)])  # read, locality, data
+            return context.get_dummy_value()
+
+        return types.void(array, index), codegen
+
+    return typer
+
+
+#: ``_prefetch(array, index)``: hint the CPU to fetch the cache line of ``array.flat[index]`` into L1
+#: (llvm.prefetch: never faults); ``_prefetch_l2`` the same with locality 2 (prefetcht1: into L2).
+_prefetch = intrinsic(_prefetch_into(3))
+_prefetch_l2 = intrinsic(_prefetch_into(2))
 
 
 # Plain Python where Python calls them (Workspace), inlined where compiled code does: the same rule, and
@@ -713,7 +722,8 @@ def _wide_rows(X, Y, W, b, start, stop, dW_part, db_part):
 
 
 @njit(inline="always", fastmath=_FASTMATH)
-def _wide_rows_with(X, Y, W, b, start, stop, dW_part, db_part, ahead_bytes, spread, float32_backward):
+def _wide_rows_with(X, Y, W, b, start, stop, dW_part, db_part, ahead_bytes, spread, float32_backward,
+                    into_l2=False):
     """One output, one pass: 8 rows at a time, forward and backward over the same rows back to back.
 
     Per group of 8 rows (``kernels.simd`` 8-lane float64 vectors, float32 elements widened as loaded):
@@ -730,7 +740,8 @@ def _wide_rows_with(X, Y, W, b, start, stop, dW_part, db_part, ahead_bytes, spre
     (the rounding of the float32 results), float64 within 1e-12; each lane's sums in a fixed order:
     bit-identical for any thread count. ``ahead_bytes`` > 0 prefetches X that far ahead, the lines of
     each group at its start, or with ``spread`` a share of them per step of the forward loop (what
-    ``_wide_rows`` does for large X; constants, so each inlined copy keeps only its own code). Rows after
+    ``_wide_rows`` does for large X; constants, so each inlined copy keeps only its own code); ``into_l2``:
+    spread prefetches into L2 only (benchmark variants). Rows after
     the last whole group of 8 run one at a time.
     """
     n_features = W.shape[1]
@@ -771,7 +782,10 @@ def _wide_rows_with(X, Y, W, b, start, stop, dW_part, db_part, ahead_bytes, spre
             if ahead_bytes > 0 and spread:  # this step's share of the group's lines, 8 x 8 elements
                 at = first + f * lanes
                 for j in range(at, min(at + lanes * lanes, reach), line):
-                    _prefetch(x, j)
+                    if into_l2:
+                        _prefetch_l2(x, j)
+                    else:
+                        _prefetch(x, j)
             wf = _vload(w, f)
             a0 = _vfma(_vload_wide(x, base + f), wf, a0)
             a1 = _vfma(_vload_wide(x, base + n_features + f), wf, a1)
