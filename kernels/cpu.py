@@ -285,6 +285,7 @@ def _prefetch_into(locality):
 
         return types.void(array, index), codegen
 
+    typer.__name__ = f"_prefetch_locality{locality}"
     return typer
 
 

@@ -348,6 +348,7 @@ def _widen(first):
 
         return f64x8(vector), codegen
 
+    typer.__name__ = "_widen_high" if first else "_widen_low"
     return typer
 
 
