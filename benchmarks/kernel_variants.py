@@ -592,11 +592,38 @@ def _v20_blas(X, Y, W, b, start, stop, dW_part, db_part):
     return total
 
 
+@njit(cache=True, fastmath=_FASTMATH)
+def _v21_wide(X, Y, W, b, start, stop, dW_part, db_part):
+    """21: kernels.cpu._wide_rows (one output): 8 rows per group, forward and backward back to back in
+    8-lane float64 vectors, the 8 horizontal sums by one transpose-reduce; no software prefetch."""
+    return cpu._wide_rows(X, Y, W, b, start, stop, dW_part, db_part)
+
+
+def make_wide(ahead_bytes: int, spread: bool = False, float32_backward: bool = False, into_l2: bool = False):
+    """Variants 22+: kernels.cpu._wide_rows_with prefetching X ``ahead_bytes`` ahead (not cached: a closure);
+    the lines of a group of 8 rows at its start, or ``spread`` over its forward loop (8 x 8 elements per step);
+    ``float32_backward``: float32 data's backward in 16-lane float32 vectors (float32 products, a float32 sum
+    over the group's 8 rows, added into the float64 gradient), the feature tail in float64; ``into_l2``: the
+    spread prefetches with locality 2 (prefetcht1, into L2) instead of 3."""
+
+    @njit(fastmath=_FASTMATH)
+    def kernel(X, Y, W, b, start, stop, dW_part, db_part):
+        return cpu._wide_rows_with(X, Y, W, b, start, stop, dW_part, db_part, ahead_bytes, spread,
+                                    float32_backward, into_l2)
+
+    return kernel
+
+
+
 # --------------------------------------------------------------------------- driver and timing
 
 VARIANTS = {0: _v0_reference, 1: _v1_short_partials, 2: _v2_short_partials_prefetch, 12: _v12_outer_product,
             13: _v13_shipped, 17: _v17_shipped_in_cache, 18: _v18_shipped, 19: _v19_lanes,
-            20: _v20_blas}
+            20: _v20_blas, 21: _v21_wide}
+#: Variants 22+: (prefetch distance in bytes, spread) of make_wide.
+WIDE = {22: (2048,), 23: (8192,), 24: (32768,), 25: (4096,), 26: (16384,), 27: (8192, True), 28: (4096, True),
+        29: (16384, True), 30: (0, False, True), 31: (8192, True, True), 32: (8192, True, False, True),
+        33: (16384, True, False, True)}
 #: Variants 3+: (rows, prefetch ahead bytes, float64 copy, 2-output tiles) of make_tiled.
 TILED = {3: (32, 0, False, True), 4: (32, 0, True, True), 5: (64, 0, True, True), 6: (32, 4096, False, True),
          7: (32, 16384, False, True), 8: (64, 8192, True, True), 9: (16, 0, False, True),
@@ -605,6 +632,9 @@ TILED = {3: (32, 0, False, True), 4: (32, 0, True, True), 5: (64, 0, True, True)
 
 def variant_kernel(variant: int):
     if variant in VARIANTS:
+        return VARIANTS[variant]
+    if variant in WIDE:
+        VARIANTS[variant] = make_wide(*WIDE[variant])
         return VARIANTS[variant]
     VARIANTS[variant] = make_tiled(*TILED[variant])
     return VARIANTS[variant]
@@ -682,7 +712,7 @@ DEFAULT_CASES = ["2000000x32x1:float32", "1000000x128x1:float32", "1000000x64x8:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default=",".join(DEFAULT_CASES), help="NxFxO:dtype, comma-separated")
-    parser.add_argument("--variants", default=",".join(str(v) for v in [*VARIANTS, *TILED]))
+    parser.add_argument("--variants", default=",".join(str(v) for v in [*VARIANTS, *TILED, *WIDE]))
     parser.add_argument("--budget", type=float, default=1.0, help="seconds per variant and case")
     parser.add_argument("--compute", action="store_true",
                         help="single-thread ns per element on cache-resident data instead of whole passes")

@@ -30,14 +30,15 @@ Parallel strategy and why it is deterministic and race-free:
 * Residuals, the loss and db are accumulated in float64 whatever the input
   dtype (exact products of float32 values, float64 sums: near the optimum the
   residual is a small difference of large predictions). The tiled kernel
-  (``_tiled_rows``, wide or multi-output data) forms the gradient's products
+  (``_tiled_rows``, 2 to LANES_MIN_OUTPUTS - 1 outputs) forms the gradient's products
   and partial sums over a block of _TILE_ROWS rows in X's dtype and adds each
   block's partial into float64: the accuracy contract (DESIGN.md section 1:
   float32 within 1e-6 of float64 at 10,000,000 rows, 1e-5 near seed 000's
   optimum; measured ~5e-8, the rounding of dW to float32) at twice the
   vector width. The lanes kernel (``_lanes_rows``, LANES_MIN_OUTPUTS or more outputs) holds 8
-  outputs per float64 vector (``kernels.simd``) and is float64 throughout. The other kernels
-  accumulate everything in float64.
+  outputs per float64 vector (``kernels.simd``) and is float64 throughout; so is the one-output wide
+  kernel (``_wide_rows``, one output and more than _MAX_FIXED_FEATURES features: 8 rows per float64
+  vector of residuals). The other kernels accumulate everything in float64.
 * Small problems (``n_samples * n_features * n_outputs < PARALLEL_MIN_WORK``)
   walk the same chunks in a plain loop: a parallel-region launch costs ~2 us on
   the omp/tbb threading layers but ~100 us on workqueue, more than a whole
@@ -64,12 +65,23 @@ from numba.extending import intrinsic, overload, register_jitable
 from . import layout
 from .simd import LANES as _LANES
 from .simd import _add as _vadd
+from .simd import _add16 as _vadd16
 from .simd import _fma as _vfma
+from .simd import _fma16 as _vfma16
+from .simd import _lane as _vlane
 from .simd import _load as _vload
+from .simd import _load16 as _vload16
 from .simd import _load_upto as _vload_upto
+from .simd import _load_wide as _vload_wide
+from .simd import _mul as _vmul
+from .simd import _mul16 as _vmul16
 from .simd import _splat as _vsplat
+from .simd import _splat16 as _vsplat16
 from .simd import _store as _vstore
 from .simd import _sub as _vsub
+from .simd import _transpose_sum as _vtranspose_sum
+from .simd import _widen_high as _vwiden_high
+from .simd import _widen_low as _vwiden_low
 from .simd import _zeros as _vzeros
 
 __all__ = [
@@ -78,6 +90,7 @@ __all__ = [
     "PARALLEL_MIN_WORK",
     "LANES",
     "TILED",
+    "WIDE",
     "Workspace",
     "chunking",
     "gd",
@@ -122,6 +135,8 @@ _PREFETCH_AHEAD_BYTES = 8192
 _TILED_PREFETCH_MIN_BYTES = 16 << 20
 #: ``kernel_variant``'s value for the tiled kernel (``_tiled_rows``): by its type, a tuple of one integer.
 TILED = (0,)
+#: ``kernel_variant``'s value for the one-output wide kernel (``_wide_rows``): by its type, a tuple of two integers.
+WIDE = (0, 0)
 #: ``kernel_variant``'s value for the lanes kernel (``_lanes_rows``, several outputs): a tuple of one boolean.
 LANES = (True,)
 #: The lanes kernel's register tile: this many rows, each one 8-lane vector of outputs (8 independent FMA chains:
@@ -201,7 +216,8 @@ def _loss_grad_rows(X, Y, W, b, start, stop, residual, dW_part, db_part, variant
     compiled caller reaches only its own variant's kernel: a tuple of n_features float64
     zeros (one output, C-contiguous X and Y) the kernel specialised on n_features,
     ``LANES`` (a boolean tuple) the lanes kernel (several outputs, C-contiguous X and Y),
-    ``TILED`` (an integer tuple) the tiled kernel (C-contiguous X and Y), ``()`` the
+    ``WIDE`` (two integers) the one-output wide kernel (C-contiguous X and Y),
+    ``TILED`` (one integer) the tiled kernel (C-contiguous X and Y), ``()`` the
     blocked kernel (any layout).
     ``residual`` is float64 scratch: of ``_scratch_size(n_features, n_outputs)`` elements
     the blocked and tiled kernels use it, smaller they allocate their own (any length works).
@@ -222,7 +238,12 @@ def _loss_grad_rows_overload(X, Y, W, b, start, stop, residual, dW_part, db_part
         def lanes_rows(X, Y, W, b, start, stop, residual, dW_part, db_part, variant):
             return _lanes_rows(X, Y, W, b, start, stop, dW_part, db_part)
         return lanes_rows
-    tiled = isinstance(variant, types.UniTuple) and isinstance(variant.dtype, types.Integer)
+    integers = isinstance(variant, types.UniTuple) and isinstance(variant.dtype, types.Integer)
+    if integers and variant.count == 2 and contiguous:
+        def wide_rows(X, Y, W, b, start, stop, residual, dW_part, db_part, variant):
+            return _wide_rows(X, Y, W, b, start, stop, dW_part, db_part)
+        return wide_rows
+    tiled = integers and variant.count == 1
     if tiled and contiguous:
         def tiled_rows(X, Y, W, b, start, stop, residual, dW_part, db_part, variant):
             return _tiled_rows(X, Y, W, b, start, stop, residual, dW_part, db_part)
@@ -246,22 +267,32 @@ def _flat_overload(a):
     return lambda a: np.empty(0, a.dtype)
 
 
-@intrinsic
-def _prefetch(typingctx, array, index):
-    """Hint the CPU to fetch the cache line of ``array.flat[index]`` (llvm.prefetch: never faults)."""
-    if not isinstance(array, types.Array) or not isinstance(index, types.Integer):
-        return None
+def _prefetch_into(locality):
+    """The typer of a prefetch intrinsic with LLVM's ``locality`` (3: keep in L1, 2: L2, ...)."""
 
-    def codegen(context, builder, signature, args):
-        data = context.make_array(signature.args[0])(context, builder, args[0]).data
-        address = builder.bitcast(builder.gep(data, [args[1]]), ir.IntType(8).as_pointer())
-        i32 = ir.IntType(32)
-        fnty = ir.FunctionType(ir.VoidType(), [address.type, i32, i32, i32])
-        prefetch = builder.module.declare_intrinsic("llvm.prefetch", [address.type], fnty)
-        builder.call(prefetch, [address, i32(0), i32(3), i32(1)])  # read, keep in L1, data
-        return context.get_dummy_value()
+    def typer(typingctx, array, index):
+        if not isinstance(array, types.Array) or not isinstance(index, types.Integer):
+            return None
 
-    return types.void(array, index), codegen
+        def codegen(context, builder, signature, args):
+            data = context.make_array(signature.args[0])(context, builder, args[0]).data
+            address = builder.bitcast(builder.gep(data, [args[1]]), ir.IntType(8).as_pointer())
+            i32 = ir.IntType(32)
+            fnty = ir.FunctionType(ir.VoidType(), [address.type, i32, i32, i32])
+            prefetch = builder.module.declare_intrinsic("llvm.prefetch", [address.type], fnty)
+            builder.call(prefetch, [address, i32(0), i32(locality), i32(1)])  # read, locality, data
+            return context.get_dummy_value()
+
+        return types.void(array, index), codegen
+
+    typer.__name__ = f"_prefetch_locality{locality}"
+    return typer
+
+
+#: ``_prefetch(array, index)``: hint the CPU to fetch the cache line of ``array.flat[index]`` into L1
+#: (llvm.prefetch: never faults); ``_prefetch_l2`` the same with locality 2 (prefetcht1: into L2).
+_prefetch = intrinsic(_prefetch_into(3))
+_prefetch_l2 = intrinsic(_prefetch_into(2))
 
 
 # Plain Python where Python calls them (Workspace), inlined where compiled code does: the same rule, and
@@ -621,6 +652,228 @@ def _tiled_rows_with(X, Y, W, b, start, stop, scratch, dW_part, db_part, prefetc
             for f in range(n_features):
                 d[f] += g[f]
                 g[f] = 0
+    return total
+
+
+def _sixteens(x, n_features):
+    """The features ``_backward16`` covers: n_features // 16 * 16 for float32 ``x``, 0 for float64
+    (compiled code only; decided on the dtype at compile time)."""
+    raise NotImplementedError("compiled code only")
+
+
+@overload(_sixteens)
+def _sixteens_overload(x, n_features):
+    if x.dtype == types.float32:
+        return lambda x, n_features: n_features // 16 * 16
+    return lambda x, n_features: 0
+
+
+def _backward16(x, base, n_features, stop, g, s0, s1, s2, s3, s4, s5, s6, s7):
+    """The wide kernel's backward over features [0, stop) of a group of 8 float32 rows at ``x[base:]``:
+    ``g[f:f + 16] += sum_t s_t * x[t, f:f + 16]`` with the residuals s_t rounded to float32, float32 products
+    and a float32 sum over the 8 rows (16 lanes), added into float64 ``g`` (compiled code only; nothing
+    for float64 x, whose ``_sixteens`` is 0)."""
+    raise NotImplementedError("compiled code only")
+
+
+@overload(_backward16)
+def _backward16_overload(x, base, n_features, stop, g, s0, s1, s2, s3, s4, s5, s6, s7):
+    if x.dtype != types.float32:
+        return lambda x, base, n_features, stop, g, s0, s1, s2, s3, s4, s5, s6, s7: None
+
+    def backward16(x, base, n_features, stop, g, s0, s1, s2, s3, s4, s5, s6, s7):
+        t0 = _vsplat16(s0)
+        t1 = _vsplat16(s1)
+        t2 = _vsplat16(s2)
+        t3 = _vsplat16(s3)
+        t4 = _vsplat16(s4)
+        t5 = _vsplat16(s5)
+        t6 = _vsplat16(s6)
+        t7 = _vsplat16(s7)
+        for f in range(0, stop, 16):
+            even = _vmul16(_vload16(x, base + f), t0)
+            odd = _vmul16(_vload16(x, base + n_features + f), t1)
+            even = _vfma16(_vload16(x, base + 2 * n_features + f), t2, even)
+            odd = _vfma16(_vload16(x, base + 3 * n_features + f), t3, odd)
+            even = _vfma16(_vload16(x, base + 4 * n_features + f), t4, even)
+            odd = _vfma16(_vload16(x, base + 5 * n_features + f), t5, odd)
+            even = _vfma16(_vload16(x, base + 6 * n_features + f), t6, even)
+            odd = _vfma16(_vload16(x, base + 7 * n_features + f), t7, odd)
+            part = _vadd16(even, odd)
+            _vstore(g, f, _vadd(_vload(g, f), _vwiden_low(part)))
+            _vstore(g, f + 8, _vadd(_vload(g, f + 8), _vwiden_high(part)))
+    return backward16
+
+
+
+@njit(cache=True, fastmath=_FASTMATH)
+def _wide_rows(X, Y, W, b, start, stop, dW_part, db_part):
+    """_loss_grad_rows for C-contiguous X and Y with one output (picked above _MAX_FIXED_FEATURES features):
+    ``_wide_rows_with``, prefetching when X streams from memory (larger than _TILED_PREFETCH_MIN_BYTES).
+
+    Two inlined copies of the loops, the choice at run time per chunk (as ``_tiled_rows``: a warm-up fit
+    on a few rows compiles what the real fit runs). Whole passes, 2 threads (benchmarks/README.md item 48):
+    the prefetch spread over the forward loop, 8 KiB ahead, took 2,000,000x32 float32 from 12.9 to 30.3 GB/s
+    and 1,000,000x128 from 17.8 to 29.7 in one run; on cached data its instructions cost (32 float32
+    features, 1 thread, in L2: 0.124 against 0.096 ns per element), hence the copy without.
+    """
+    if X.size * X.itemsize > _TILED_PREFETCH_MIN_BYTES:
+        return _wide_rows_with(X, Y, W, b, start, stop, dW_part, db_part, _PREFETCH_AHEAD_BYTES, True, False)
+    return _wide_rows_with(X, Y, W, b, start, stop, dW_part, db_part, 0, False, False)
+
+
+@njit(inline="always", fastmath=_FASTMATH)
+def _wide_rows_with(X, Y, W, b, start, stop, dW_part, db_part, ahead_bytes, spread, float32_backward,
+                    into_l2=False):
+    """One output, one pass: 8 rows at a time, forward and backward over the same rows back to back.
+
+    Per group of 8 rows (``kernels.simd`` 8-lane float64 vectors, float32 elements widened as loaded):
+
+    * forward: one accumulator vector per row, ``acc[t] += x[t, f:f + 8] * w[f:f + 8]`` (the feature
+      tail by a masked load), then the 8 horizontal sums at once (``_transpose_sum``), so the 8 residuals
+      ``R = X w + b - y`` are one float64 vector (cancellation near the optimum: item 27), and so are the
+      loss and db partials;
+    * backward, while the group's rows are in L1: ``g[f:f + 8] += sum_t R[t] * x[t, f:f + 8]`` in float64,
+      two chains of 4 rows.
+
+    X streams once, with no second pass over a block (the tiled kernel's forward block, then backward
+    block) and no per-block flush. float64 throughout: float32 data within ~1e-7 of a float64 reference
+    (the rounding of the float32 results), float64 within 1e-12; each lane's sums in a fixed order:
+    bit-identical for any thread count. ``ahead_bytes`` > 0 prefetches X that far ahead, the lines of
+    each group at its start, or with ``spread`` a share of them per step of the forward loop (what
+    ``_wide_rows`` does for large X; constants, so each inlined copy keeps only its own code); ``into_l2``:
+    spread prefetches into L2 only (benchmark variants). Rows after
+    the last whole group of 8 run one at a time.
+    """
+    n_features = W.shape[1]
+    lanes = _LANES
+    full = n_features // lanes * lanes
+    rest = n_features - full
+    padded = full + (lanes if rest else 0)
+    w = np.zeros(padded)
+    g = np.zeros(padded)
+    for f in range(n_features):
+        w[f] = W[0, f]
+    x = X.reshape(-1)
+    y = Y.reshape(-1)
+    bias = np.float64(b[0])
+    bias8 = _vsplat(bias)
+    squares = _vzeros()
+    sums = _vzeros()
+    line = 64 // x.itemsize
+    ahead = ahead_bytes // x.itemsize
+    reach = x.shape[0] if ahead_bytes > 0 else 0
+    sixteens = _sixteens(x, n_features) if float32_backward else 0  # features of the float32 backward
+    i = start
+    while i + lanes <= stop:
+        base = i * n_features
+        first = base + ahead
+        if ahead_bytes > 0 and not spread:
+            for j in range(first, min(first + lanes * n_features, reach), line):
+                _prefetch(x, j)
+        a0 = _vzeros()
+        a1 = _vzeros()
+        a2 = _vzeros()
+        a3 = _vzeros()
+        a4 = _vzeros()
+        a5 = _vzeros()
+        a6 = _vzeros()
+        a7 = _vzeros()
+        for f in range(0, full, lanes):
+            if ahead_bytes > 0 and spread:  # this step's share of the group's lines, 8 x 8 elements
+                at = first + f * lanes
+                for j in range(at, min(at + lanes * lanes, reach), line):
+                    if into_l2:
+                        _prefetch_l2(x, j)
+                    else:
+                        _prefetch(x, j)
+            wf = _vload(w, f)
+            a0 = _vfma(_vload_wide(x, base + f), wf, a0)
+            a1 = _vfma(_vload_wide(x, base + n_features + f), wf, a1)
+            a2 = _vfma(_vload_wide(x, base + 2 * n_features + f), wf, a2)
+            a3 = _vfma(_vload_wide(x, base + 3 * n_features + f), wf, a3)
+            a4 = _vfma(_vload_wide(x, base + 4 * n_features + f), wf, a4)
+            a5 = _vfma(_vload_wide(x, base + 5 * n_features + f), wf, a5)
+            a6 = _vfma(_vload_wide(x, base + 6 * n_features + f), wf, a6)
+            a7 = _vfma(_vload_wide(x, base + 7 * n_features + f), wf, a7)
+        if rest:
+            if ahead_bytes > 0 and spread:
+                at = first + full * lanes
+                for j in range(at, min(first + lanes * n_features, reach), line):
+                    _prefetch(x, j)
+            wf = _vload(w, full)
+            a0 = _vfma(_vload_upto(x, base + full, rest), wf, a0)
+            a1 = _vfma(_vload_upto(x, base + n_features + full, rest), wf, a1)
+            a2 = _vfma(_vload_upto(x, base + 2 * n_features + full, rest), wf, a2)
+            a3 = _vfma(_vload_upto(x, base + 3 * n_features + full, rest), wf, a3)
+            a4 = _vfma(_vload_upto(x, base + 4 * n_features + full, rest), wf, a4)
+            a5 = _vfma(_vload_upto(x, base + 5 * n_features + full, rest), wf, a5)
+            a6 = _vfma(_vload_upto(x, base + 6 * n_features + full, rest), wf, a6)
+            a7 = _vfma(_vload_upto(x, base + 7 * n_features + full, rest), wf, a7)
+        r = _vsub(_vadd(_vtranspose_sum(a0, a1, a2, a3, a4, a5, a6, a7), bias8), _vload_wide(y, i))
+        squares = _vfma(r, r, squares)
+        sums = _vadd(sums, r)
+        s0 = _vlane(r, 0)
+        s1 = _vlane(r, 1)
+        s2 = _vlane(r, 2)
+        s3 = _vlane(r, 3)
+        s4 = _vlane(r, 4)
+        s5 = _vlane(r, 5)
+        s6 = _vlane(r, 6)
+        s7 = _vlane(r, 7)
+        if float32_backward:
+            _backward16(x, base, n_features, sixteens, g, s0, s1, s2, s3, s4, s5, s6, s7)
+        r0 = _vsplat(s0)
+        r1 = _vsplat(s1)
+        r2 = _vsplat(s2)
+        r3 = _vsplat(s3)
+        r4 = _vsplat(s4)
+        r5 = _vsplat(s5)
+        r6 = _vsplat(s6)
+        r7 = _vsplat(s7)
+        for f in range(sixteens, full, lanes):
+            even = _vfma(_vload_wide(x, base + f), r0, _vload(g, f))
+            odd = _vmul(_vload_wide(x, base + n_features + f), r1)
+            even = _vfma(_vload_wide(x, base + 2 * n_features + f), r2, even)
+            odd = _vfma(_vload_wide(x, base + 3 * n_features + f), r3, odd)
+            even = _vfma(_vload_wide(x, base + 4 * n_features + f), r4, even)
+            odd = _vfma(_vload_wide(x, base + 5 * n_features + f), r5, odd)
+            even = _vfma(_vload_wide(x, base + 6 * n_features + f), r6, even)
+            odd = _vfma(_vload_wide(x, base + 7 * n_features + f), r7, odd)
+            _vstore(g, f, _vadd(even, odd))
+        if rest:
+            even = _vfma(_vload_upto(x, base + full, rest), r0, _vload(g, full))
+            odd = _vmul(_vload_upto(x, base + n_features + full, rest), r1)
+            even = _vfma(_vload_upto(x, base + 2 * n_features + full, rest), r2, even)
+            odd = _vfma(_vload_upto(x, base + 3 * n_features + full, rest), r3, odd)
+            even = _vfma(_vload_upto(x, base + 4 * n_features + full, rest), r4, even)
+            odd = _vfma(_vload_upto(x, base + 5 * n_features + full, rest), r5, odd)
+            even = _vfma(_vload_upto(x, base + 6 * n_features + full, rest), r6, even)
+            odd = _vfma(_vload_upto(x, base + 7 * n_features + full, rest), r7, odd)
+            _vstore(g, full, _vadd(even, odd))
+        i += lanes
+    lane_squares = np.empty(lanes)
+    lane_sums = np.empty(lanes)
+    _vstore(lane_squares, 0, squares)
+    _vstore(lane_sums, 0, sums)
+    total = 0.0
+    gb = 0.0
+    for lane in range(lanes):
+        total += lane_squares[lane]
+        gb += lane_sums[lane]
+    while i < stop:  # the last rows, fewer than a group
+        row = x[i * n_features:(i + 1) * n_features]
+        r_i = bias - np.float64(y[i])
+        for f in range(n_features):
+            r_i += np.float64(row[f]) * w[f]
+        total += r_i * r_i
+        gb += r_i
+        for f in range(n_features):
+            g[f] += r_i * np.float64(row[f])
+        i += 1
+    for f in range(n_features):
+        dW_part[0, f] = g[f]
+    db_part[0] = gb
     return total
 
 
@@ -1037,7 +1290,8 @@ def kernel_variant(X: np.ndarray, Y: np.ndarray) -> tuple:
     """The row kernel a full-batch pass over (X, Y) uses, as the value whose type selects it.
 
     A tuple of n_features float64 zeros: the kernel specialised on n_features (one
-    output, at most _MAX_FIXED_FEATURES features, C-contiguous X and Y); ``LANES``: the
+    output, at most _MAX_FIXED_FEATURES features, C-contiguous X and Y); ``WIDE``: the one-output
+    wide kernel (``_wide_rows``: one output, more features, C-contiguous X and Y); ``LANES``: the
     lanes kernel (``_lanes_rows``: LANES_MIN_OUTPUTS or more outputs, C-contiguous X and Y);
     ``TILED``: the tiled kernel (``_tiled_rows``: any other shape, C-contiguous X and Y);
     ``()``: the blocked kernel, any layout. Chosen here, in Python,
@@ -1047,6 +1301,8 @@ def kernel_variant(X: np.ndarray, Y: np.ndarray) -> tuple:
     contiguous = X.flags.c_contiguous and Y.flags.c_contiguous
     if n_outputs == 1 and n_features <= _MAX_FIXED_FEATURES and contiguous:
         return (0.0,) * n_features
+    if n_outputs == 1 and contiguous:
+        return WIDE
     if n_outputs >= LANES_MIN_OUTPUTS and contiguous:
         return LANES
     if contiguous:
