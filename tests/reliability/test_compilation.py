@@ -58,7 +58,7 @@ FIT_CASES = {
     "seed 000": ({"lr": 1e-5}, (5000, 5, 0), np.float32),
     "plain, streaming": ({"lr": 1e-5}, (30000, 5, 0), np.float32),
     "plain, float64": ({"lr": 1e-5}, (300, 3, 0), np.float64),
-    "plain, blocked": ({"lr": 1e-5}, (300, 12, 0), np.float32),
+    "plain, 12 features (wide kernel)": ({"lr": 1e-5}, (300, 12, 0), np.float32),
     "plain, 3 outputs": ({"lr": 1e-5}, (300, 4, 3), np.float32),
     "defaults": ({}, (5000, 5, 0), np.float32),
     "standardize, lr=auto": ({"standardize": True, "lr": "auto"}, (5000, 5, 0), np.float32),
