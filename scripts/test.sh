@@ -8,7 +8,11 @@ PYTHON=${PYTHON:-python}
 "$PYTHON" -m ruff check kernels linreg tests benchmarks
 
 # Main suite: kernels against the torch oracle, trainer, CLI, bad input, PTX compile check.
-"$PYTHON" -m pytest tests "$@"
+# Two worker processes (pytest-xdist; LINREG_TEST_WORKERS=0 runs it in this process): on an empty kernel
+# cache most of the suite's time is Numba compiling, one function at a time per process, so two workers
+# compile on both cores and share the cache (tests/estimator + tests/training, empty cache, load ~2:
+# 376 s in one process, 267 s in two).
+"$PYTHON" -m pytest tests -n "${LINREG_TEST_WORKERS:-2}" "$@"
 
 # Every benchmark once, on small sizes, untimed: the suites run on a fresh machine.
 "$PYTHON" -m pytest benchmarks --quick --benchmark-disable -q -p no:cacheprovider
