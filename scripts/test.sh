@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python}
 
-"$PYTHON" -m ruff check kernels linreg tests benchmarks
+"$PYTHON" -m ruff check kernels linreg tests benchmarks scripts
 
 # Main suite: kernels against the torch oracle, trainer, CLI, bad input, PTX compile check.
 # Two worker processes (pytest-xdist; LINREG_TEST_WORKERS=0 runs it in this process): on an empty kernel
