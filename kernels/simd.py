@@ -56,9 +56,14 @@ def _is_float64_array(array) -> bool:
     return isinstance(array, types.Array) and array.dtype == types.float64 and array.ndim == 1
 
 
-def _address(context, builder, array_type, array, index):
+def _is_float_array(array) -> bool:
+    return isinstance(array, types.Array) and array.ndim == 1 and array.dtype in (types.float32, types.float64)
+
+
+def _address(context, builder, array_type, array, index, vector=_VECTOR):
+    """A pointer to ``vector`` (an LLVM vector type) at element ``index`` of the 1-D ``array``."""
     data = context.make_array(array_type)(context, builder, array).data
-    return builder.bitcast(builder.gep(data, [index]), _VECTOR.as_pointer())
+    return builder.bitcast(builder.gep(data, [index]), vector.as_pointer())
 
 
 @intrinsic
@@ -145,15 +150,13 @@ def _sub(typingctx, a, b):
 
 @intrinsic
 def _load_upto(typingctx, array, index, count):
-    if not (isinstance(array, types.Array) and array.ndim == 1 and array.dtype in (types.float32, types.float64)
-            and isinstance(index, types.Integer) and isinstance(count, types.Integer)):
+    if not (_is_float_array(array) and isinstance(index, types.Integer) and isinstance(count, types.Integer)):
         return None
 
     def codegen(context, builder, signature, args):
         element = context.get_value_type(signature.args[0].dtype)
         vector = ir.VectorType(element, LANES)
-        data = context.make_array(signature.args[0])(context, builder, args[0]).data
-        address = builder.bitcast(builder.gep(data, [args[1]]), vector.as_pointer())
+        address = _address(context, builder, signature.args[0], args[0], args[1], vector)
         lane = ir.Constant(ir.VectorType(ir.IntType(64), LANES), list(range(LANES)))
         count_value = context.cast(builder, args[2], signature.args[2], types.int64)
         counts = builder.shuffle_vector(
@@ -182,10 +185,6 @@ def _load_upto(typingctx, array, index, count):
 #                             fixed order (pairwise halves), no fast-math flags
 
 
-def _is_float_array(array) -> bool:
-    return isinstance(array, types.Array) and array.ndim == 1 and array.dtype in (types.float32, types.float64)
-
-
 @intrinsic
 def _load_wide(typingctx, array, index):
     if not _is_float_array(array) or not isinstance(index, types.Integer):
@@ -194,8 +193,7 @@ def _load_wide(typingctx, array, index):
     def codegen(context, builder, signature, args):
         element = context.get_value_type(signature.args[0].dtype)
         vector = ir.VectorType(element, LANES)
-        data = context.make_array(signature.args[0])(context, builder, args[0]).data
-        loaded = builder.load(builder.bitcast(builder.gep(data, [args[1]]), vector.as_pointer()), align=4)
+        loaded = builder.load(_address(context, builder, signature.args[0], args[0], args[1], vector), align=4)
         return loaded if element == ir.DoubleType() else builder.fpext(loaded, _VECTOR)
 
     return f64x8(array, index), codegen
@@ -282,8 +280,7 @@ def _load16(typingctx, array, index):
         return None
 
     def codegen(context, builder, signature, args):
-        data = context.make_array(signature.args[0])(context, builder, args[0]).data
-        return builder.load(builder.bitcast(builder.gep(data, [args[1]]), _VECTOR16.as_pointer()), align=4)
+        return builder.load(_address(context, builder, signature.args[0], args[0], args[1], _VECTOR16), align=4)
 
     return f32x16(array, index), codegen
 
